@@ -1,0 +1,351 @@
+"""Per-example expressions (DyNet style) and the functions that build them.
+
+Each call records one node in the current graph and returns at once; values are computed, batched across
+examples, only when ``value()`` or ``backward()`` needs them.
+"""
+import numbers
+import operator
+
+import numpy as np
+
+from . import errors
+from . import graph as _graph
+from . import registry as R
+
+
+class Expression:
+    """A node of the current graph. Supports ``+ - * /`` (elementwise; scalars broadcast) and ``@``."""
+
+    __slots__ = ("g", "i")
+    __array_ufunc__ = None  # make NumPy defer to our reflected operators: array + expr is an expression
+
+    def __init__(self, g, i):
+        self.g, self.i = g, i
+
+    @property
+    def shape(self):
+        """The shape of one example's value (no batch axis)."""
+        return self.g.n_sig[self.i].shape
+
+    @property
+    def dtype(self):
+        """The value's dtype."""
+        return self.g.n_sig[self.i].dtype
+
+    def _live(self):
+        if self.g is not _graph._current[0]:
+            raise RuntimeError(errors.at("this expression belongs to an earlier graph: renew_cg() was called "
+                                         "after it was built; rebuild it in the current graph"))
+        return self.g
+
+    def value(self):
+        """The value as a NumPy array, or a Python float for a 0-d result; runs what it needs, batched."""
+        from kernels import backend
+
+        v = backend.asnumpy(self._live().value_of(self.i))
+        return float(v) if v.ndim == 0 else np.array(v)
+
+    npvalue = value
+
+    def scalar_value(self):
+        """The value as a Python float (the expression must hold one element)."""
+        v = self.value()
+        if isinstance(v, float) or v.size == 1:
+            return float(np.asarray(v).reshape(()))
+        raise ValueError(errors.at(f"scalar_value: expression has shape {self.shape}"))
+
+    def backward(self):
+        """Add the gradient of this expression (summed if not a scalar) to every parameter's ``.grad``."""
+        self._live().backward(self.i)
+
+    def __repr__(self):
+        return f"Expression({self.g.n_sig[self.i].prim.name}, shape={self.shape}, node={self.i})"
+
+    def __add__(self, other):
+        return _arith(self, other, R.ADD, lambda c: (1.0, c))
+
+    def __radd__(self, other):
+        return _arith(other, self, R.ADD, lambda c: (1.0, c))
+
+    def __sub__(self, other):
+        return _arith(self, other, R.SUB, lambda c: (1.0, -c))
+
+    def __rsub__(self, other):
+        return _arith(other, self, R.SUB, lambda c: (-1.0, c))
+
+    def __mul__(self, other):
+        return _arith(self, other, R.MUL, lambda c: (c, 0.0))
+
+    def __rmul__(self, other):
+        return _arith(other, self, R.MUL, lambda c: (c, 0.0))
+
+    def __truediv__(self, other):
+        return _arith(self, other, R.DIV, lambda c: (1.0 / c, 0.0))
+
+    def __rtruediv__(self, other):
+        if _is_scalar(other):
+            return _apply(R.RDIV, (self,), (("c", float(other)),))
+        return _arith(other, self, R.DIV, None)
+
+    def __neg__(self):
+        return _apply(R.SCALE_SHIFT, (self,), (("a", -1.0), ("b", 0.0)))
+
+    def __matmul__(self, other):
+        return matmul(self, other)
+
+    def __rmatmul__(self, other):
+        return matmul(other, self)
+
+
+def _is_scalar(x):
+    t = type(x)
+    return t is float or t is int or (t is not Expression and isinstance(x, numbers.Real) and t is not bool)
+
+
+def _arith(a, b, prim, const):
+    """A binary op; a Python scalar on one side becomes the constant of one scale_shift node."""
+    if const is not None:
+        if _is_scalar(b):
+            a_, b_ = const(float(b))
+            return _apply(R.SCALE_SHIFT, (a,), (("a", a_), ("b", b_)))
+        if _is_scalar(a):
+            a_, b_ = const(float(a))
+            return _apply(R.SCALE_SHIFT, (b,), (("a", a_), ("b", b_)))
+    g = _graph._current[0]
+    return Expression(g, g.add(prim, (_node(g, a), _node(g, b))))
+
+
+def _node(g, x):
+    """The node id of ``x`` in graph ``g``: an expression, a parameter or a NumPy array / constant."""
+    if type(x) is Expression:
+        if x.g is g:
+            return x.i
+        if x.g is not g:
+            raise RuntimeError(errors.at("expression belongs to an earlier graph: renew_cg() was called after "
+                                         "it was built; rebuild it in the current graph"))
+        return x.i
+    expr = getattr(x, "expr", None)  # a Parameter
+    if expr is not None:
+        return g.param_node(x)
+    if isinstance(x, (np.ndarray, numbers.Real)):
+        return input_tensor(x).i
+    raise TypeError(errors.at(f"expected an Expression, Parameter or array, got {type(x).__name__}"))
+
+
+def _apply(prim, xs, attrs=(), aux=None):
+    g = _graph._current[0]
+    return Expression(g, g.add(prim, tuple([_node(g, x) for x in xs]), attrs, aux))
+
+
+def _unary(prim, x):
+    g = _graph._current[0]
+    n = x.i if type(x) is Expression and x.g is g else _node(g, x)
+    return Expression(g, g.add(prim, (n,)))
+
+
+def _index(op, i, size):
+    """``i`` as an int in [0, size); ``op`` names the operation in the error."""
+    if type(i) is not int:
+        try:
+            i = operator.index(i)
+        except TypeError:
+            raise TypeError(errors.at(f"{op}: index must be an int, got {type(i).__name__} {i!r}")) from None
+    if not 0 <= i < size:
+        raise IndexError(errors.at(f"{op}: index {i} out of range for size {size}"))
+    return i
+
+
+# ---- leaves ------------------------------------------------------------------------------------------------
+
+
+def input_tensor(array, dtype=None):
+    """A constant input (a NumPy array or number) in the dtype of the latest ParameterCollection by default."""
+    dtype = np.dtype(dtype or _graph.default_dtype[0])
+    value = np.asarray(array)
+    if value.dtype.kind not in "biuf":
+        raise TypeError(errors.at(f"input_tensor: expected numbers, got an array of dtype {value.dtype}"))
+    value = np.ascontiguousarray(value, dtype=dtype)
+    return _apply(R.INPUT, (), (("shape", value.shape), ("dtype", dtype)), value)
+
+
+_zeros_attrs = {}
+
+
+def zeros(shape, dtype=None):
+    """A constant of zeros of ``shape`` (an int or tuple)."""
+    key = (shape, dtype or _graph.default_dtype[0])
+    attrs = _zeros_attrs.get(key)
+    if attrs is None:
+        shape = (int(shape),) if isinstance(shape, numbers.Integral) else tuple(int(s) for s in shape)
+        attrs = _zeros_attrs[key] = (("shape", shape), ("dtype", np.dtype(key[1])))
+    g = _graph._current[0]
+    return Expression(g, g.add(R.ZEROS, (), attrs))
+
+
+def parameter(p):
+    """A parameter as an expression of the current graph (``W @ x`` does this implicitly)."""
+    g = _graph._current[0]
+    return Expression(g, g.param_node(p))
+
+
+def lookup(table, i):
+    """Row ``i`` of a lookup parameter (``E[i]`` is the same); all lookups of one table run as one gather."""
+    g = _graph._current[0]
+    if type(i) is not int or not 0 <= i < len(table.data):
+        i = _index(f"lookup {table.name}", i, len(table.data))
+    return Expression(g, g.add(R.LOOKUP, (g.param_node(table),), (), i))
+
+
+# ---- elementwise -------------------------------------------------------------------------------------------
+
+
+def tanh(x):
+    """Elementwise tanh."""
+    return _unary(R.TANH, x)
+
+
+def logistic(x):
+    """Elementwise logistic sigmoid 1 / (1 + exp(-x))."""
+    return _unary(R.LOGISTIC, x)
+
+
+def relu(x):
+    """Elementwise max(x, 0)."""
+    return _unary(R.RELU, x)
+
+
+def exp(x):
+    """Elementwise exp."""
+    return _unary(R.EXP, x)
+
+
+def log(x):
+    """Elementwise natural log."""
+    return _unary(R.LOG, x)
+
+
+def square(x):
+    """Elementwise x**2."""
+    return _unary(R.SQUARE, x)
+
+
+def sqrt(x):
+    """Elementwise square root."""
+    return _unary(R.SQRT, x)
+
+
+def cmult(a, b):
+    """Elementwise product (NumPy broadcasting)."""
+    return _apply(R.MUL, (a, b))
+
+
+def cdiv(a, b):
+    """Elementwise quotient (NumPy broadcasting)."""
+    return _apply(R.DIV, (a, b))
+
+
+# ---- linear algebra, reductions, structure -----------------------------------------------------------------
+
+
+_XVEC = {False: (("xvec", False),), True: (("xvec", True),)}
+
+
+def matmul(a, x):
+    """``a @ x``: a matrix times a vector or a matrix. A parameter matrix is shared by the whole batch."""
+    g = _graph._current[0]
+    ids = (_node(g, a), _node(g, x))
+    return Expression(g, g.add(R.MATMUL, ids, _XVEC[len(g.n_sig[ids[1]].shape) == 1]))
+
+
+def affine(b, W, x):
+    """``b + W @ x`` as one node."""
+    g = _graph._current[0]
+    ids = (_node(g, b), _node(g, W), _node(g, x))
+    return Expression(g, g.add(R.AFFINE, ids, _XVEC[len(g.n_sig[ids[2]].shape) == 1]))
+
+
+def transpose(x):
+    """The transpose of a matrix."""
+    return _unary(R.TRANSPOSE, x)
+
+
+def reshape(x, shape):
+    """``x`` with a new shape of the same size."""
+    shape = (int(shape),) if isinstance(shape, numbers.Integral) else tuple(int(s) for s in shape)
+    return _apply(R.RESHAPE, (x,), (("shape", shape),))
+
+
+def softmax(x):
+    """Softmax over the last axis."""
+    return _unary(R.SOFTMAX, x)
+
+
+def log_softmax(x):
+    """Log-softmax over the last axis."""
+    return _unary(R.LOG_SOFTMAX, x)
+
+
+def pick(x, i):
+    """``x[i]`` along the first axis (a scalar for a vector); ``i`` may differ per example and still batch."""
+    g = _graph._current[0]
+    n = _node(g, x)
+    shape = g.n_sig[n].shape
+    if not shape:
+        raise ValueError(errors.at("pick: cannot pick from a scalar (shape ())"))
+    return Expression(g, g.add(R.PICK, (n,), (), _index("pick", i, shape[0])))
+
+
+def pick_neg_log_softmax(x, i):
+    """``-log softmax(x)[i]`` for a vector of logits: the cross-entropy loss, as one node."""
+    g = _graph._current[0]
+    n = _node(g, x)
+    shape = g.n_sig[n].shape
+    if len(shape) != 1:
+        raise ValueError(errors.at(f"pick_neg_log_softmax: needs a vector of logits, got shape {shape}"))
+    return Expression(g, g.add(R.PICK_NLS, (n,), (), _index("pick_neg_log_softmax", i, shape[0])))
+
+
+def _nonempty(op, xs):
+    if type(xs) is not list:
+        xs = list(xs)
+    if not xs:
+        raise ValueError(errors.at(f"{op}: needs a non-empty list"))
+    return xs
+
+
+_AXIS = [(("axis", k),) for k in range(8)]
+
+
+def concat(xs, axis=0):
+    """Concatenation of a list of expressions along ``axis`` of each example."""
+    xs = _nonempty("concat", xs)
+    if len(xs) == 1 and type(xs[0]) is Expression:
+        return xs[0]
+    return _apply(R.CONCAT, xs, _AXIS[axis] if type(axis) is int and 0 <= axis < 8 else (("axis", int(axis)),))
+
+
+def esum(xs):
+    """The elementwise sum of a non-empty list of same-shape expressions, as one node."""
+    xs = _nonempty("esum", xs)
+    return xs[0] if len(xs) == 1 and type(xs[0]) is Expression else _apply(R.ESUM, xs)
+
+
+def sum_elems(x):
+    """The sum of all elements (a scalar)."""
+    return _unary(R.SUM_ELEMS, x)
+
+
+def mean_elems(x):
+    """The mean of all elements (a scalar)."""
+    g = _graph._current[0]
+    size = int(np.prod(g.n_sig[_node(g, x)].shape))
+    return sum_elems(x) * (1.0 / size)
+
+
+def dot(a, b):
+    """The dot product of two same-shape expressions (a scalar)."""
+    g = _graph._current[0]
+    sa, sb = g.n_sig[_node(g, a)].shape, g.n_sig[_node(g, b)].shape
+    if sa != sb:
+        raise ValueError(errors.at(f"dot: shapes {sa} and {sb} differ"))
+    return sum_elems(cmult(a, b))

@@ -1,0 +1,97 @@
+"""Batching strategies: which not-yet-run nodes execute together, and in what order.
+
+A plan is a list of batches (lists of node ids), each of one signature, in an order that respects
+dependencies. Planning never looks at values, so it is separate from execution.
+"""
+
+
+def pending(graph, target):
+    """Ids, ascending, of the not-yet-executed nodes that ``target`` needs (itself included)."""
+    n_batch, n_args = graph.n_batch, graph.n_args
+    # Inputs always have smaller ids than their consumers, so one backward sweep over ids marks all that
+    # ``target`` needs, without a stack or a set.
+    lo = graph.first_pending
+    need = bytearray(target - lo + 1)
+    need[-1] = 1
+    for n in range(target, lo - 1, -1):
+        if need[n - lo]:
+            for a in n_args[n]:
+                if n_batch[a] < 0:
+                    need[a - lo] = 1
+    return [lo + k for k in range(len(need)) if need[k]]
+
+
+def schedule(graph, target):
+    """The plan that computes ``target`` under the graph's strategy."""
+    return _STRATEGIES[graph.strategy](graph, pending(graph, target))
+
+
+def _off(graph, nodes):
+    return [[n] for n in nodes]  # ids are a topological order: inputs are built first
+
+
+def _depth(graph, nodes):
+    # TensorFlow Fold's rule: nodes of one depth never depend on each other, so each (depth, signature)
+    # group is a batch (unbatchable signatures are unique to their node).
+    n_sig, n_depth = graph.n_sig, graph.n_depth
+    groups = {}
+    for n in nodes:
+        groups.setdefault((n_depth[n], n_sig[n].id), []).append(n)
+    return [groups[k] for k in sorted(groups)]
+
+
+def _agenda(graph, nodes):
+    # DyNet's agenda: run ready unbatchable nodes first; otherwise the ready signature whose nodes have the
+    # lowest mean depth, the mean taken once over ALL its pending nodes, not only the ready ones. A signature
+    # whose nodes hang off every step of a chain (per-word losses) has a mean deeper than the chain's own
+    # signatures, so it waits until the chains are done and then runs as one batch.
+    n_sig, n_args, n_depth, n_batch = graph.n_sig, graph.n_args, graph.n_depth, graph.n_batch
+    nsig = len(graph.signatures)
+    count, depth_sum = [0] * nsig, [0] * nsig
+    ready, waiting, consumers = {}, {}, {}
+    for n in nodes:
+        sid = n_sig[n].id
+        count[sid] += 1
+        depth_sum[sid] += n_depth[n]
+        k = 0
+        for a in n_args[n]:
+            if n_batch[a] < 0:
+                k += 1
+                c = consumers.get(a)
+                if c is None:
+                    consumers[a] = [n]
+                else:
+                    c.append(n)
+        if k:
+            waiting[n] = k
+        else:
+            r = ready.get(sid)
+            if r is None:
+                ready[sid] = [n]
+            else:
+                r.append(n)
+    sigs = graph.signatures
+    rank = [(sigs[s].batchable, depth_sum[s] / count[s]) if count[s] else None for s in range(nsig)]
+    plan = []
+    while ready:
+        batch = ready.pop(min(ready, key=rank.__getitem__))  # an unbatchable signature holds one node
+        plan.append(batch)
+        for n in batch:
+            for c in consumers.get(n, ()):
+                k = waiting[c] - 1
+                if k:
+                    waiting[c] = k
+                else:
+                    del waiting[c]
+                    sid = n_sig[c].id
+                    r = ready.get(sid)
+                    if r is None:
+                        ready[sid] = [c]
+                    else:
+                        r.append(c)
+    if waiting:
+        raise RuntimeError(f"cycle detected: {len(waiting)} nodes never became ready")
+    return plan
+
+
+_STRATEGIES = {"off": _off, "depth": _depth, "agenda": _agenda}

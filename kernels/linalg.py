@@ -1,0 +1,48 @@
+"""Matrix products. A shared matrix W (no batch axis) against a batch of vectors X is one GEMM, X @ W.T;
+its gradient sums over the batch inside the GEMM, G.T @ X."""
+from . import backend
+
+
+def matmul(a, x, *, xvec):
+    """a @ x per item; ``a`` is (m, n) shared or (B, m, n); ``x`` a vector (n,) or matrix (n, k) per item."""
+    if a.ndim == 2:  # shared matrix, batched x
+        return x @ a.T if xvec else backend.xp.matmul(a, x)
+    if xvec and x.ndim == 2:  # both batched
+        return backend.xp.matmul(a, x[:, :, None])[:, :, 0]
+    return backend.xp.matmul(a, x)
+
+
+def matmul_vjp(g, y, a, x, *, xvec):
+    xp = backend.xp
+    if xvec:
+        if a.ndim == 2:
+            return g.T @ x, g @ a
+        if x.ndim == 2:
+            return g[:, :, None] * x[:, None, :], xp.matmul(g[:, None, :], a)[:, 0, :]
+        return g[:, :, None] * x, xp.einsum("bm,bmn->n", g, a)
+    if a.ndim == 2:
+        ga = xp.einsum("bmk,bnk->mn", g, x)
+        return ga, xp.matmul(a.T, g)
+    gx = xp.matmul(a.transpose(0, 2, 1), g)
+    ga = xp.matmul(g, x.T if x.ndim == 2 else x.transpose(0, 2, 1))
+    return ga, (gx.sum(0) if x.ndim == 2 else gx)
+
+
+def affine(b, a, x, *, xvec):
+    """b + a @ x as one kernel (the bias add fused into the product's output)."""
+    y = matmul(a, x, xvec=xvec)
+    y += b
+    return y
+
+
+def affine_vjp(g, y, b, a, x, *, xvec):
+    ga, gx = matmul_vjp(g, y, a, x, xvec=xvec)
+    return (g if b.ndim == g.ndim else g.sum(0)), ga, gx
+
+
+def transpose(x):
+    return x.transpose(0, 2, 1)
+
+
+def transpose_vjp(g, y, x):
+    return (g.transpose(0, 2, 1),)

@@ -1,0 +1,79 @@
+"""Kernels that move, select or combine values: leaves, lookup, pick, concat, reshape, sums."""
+from collections import namedtuple
+
+import numpy as np
+
+from . import backend
+
+
+class SparseRows(namedtuple("SparseRows", "indices rows")):
+    """A gradient for a lookup table that touches only ``indices`` (repeats allowed; they add up)."""
+
+
+def input_(values, *, shape, dtype):
+    """Stack the per-node arrays into one batch."""
+    return backend.xp.asarray(np.stack(values) if len(values) > 1 else values[0][None])
+
+
+def param(values, *, shape, dtype):
+    """A parameter's own array, viewed as a batch of one (no copy)."""
+    return values[0][None]
+
+
+def zeros(values, *, shape, dtype):
+    return backend.xp.zeros((len(values),) + shape, dtype=dtype)
+
+
+def lookup(idx, table):
+    return table[idx]
+
+
+def lookup_vjp(g, y, idx, table):
+    return (SparseRows(idx, g),)
+
+
+def pick(idx, x):
+    """x[i] along the item's first axis, one index per item."""
+    return x[backend.xp.arange(len(idx)), idx]
+
+
+def pick_vjp(g, y, idx, x):
+    gx = backend.xp.zeros_like(x)
+    gx[backend.xp.arange(len(idx)), idx] = g
+    return (gx,)
+
+
+def concat(*xs, axis):
+    return backend.xp.concatenate(xs, axis=axis + 1)
+
+
+def concat_vjp(g, y, *xs, axis):
+    ends = np.cumsum([x.shape[axis + 1] for x in xs])[:-1]
+    return tuple(backend.xp.split(g, ends, axis=axis + 1))
+
+
+def esum(*xs):
+    out = xs[0] + xs[1] if len(xs) > 1 else xs[0].copy()
+    for x in xs[2:]:
+        out += x
+    return out
+
+
+def esum_vjp(g, y, *xs):
+    return (g,) * len(xs)
+
+
+def sum_elems(x):
+    return x.reshape(len(x), -1).sum(1)
+
+
+def sum_elems_vjp(g, y, x):
+    return (backend.xp.broadcast_to(g.reshape((len(x),) + (1,) * (x.ndim - 1)), x.shape),)
+
+
+def reshape(x, *, shape):
+    return x.reshape((len(x),) + shape)
+
+
+def reshape_vjp(g, y, x, *, shape):
+    return (g.reshape(x.shape),)

@@ -1,0 +1,16 @@
+from setuptools import setup
+
+setup(
+    name="autobatch",
+    version="0.1.0",
+    description="Write model code for one example; batch operations, not inputs, across a minibatch.",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10",
+    packages=["autobatch", "kernels"],
+    install_requires=["numpy>=1.24", "networkx>=3.0", "matplotlib>=3.7", "tqdm>=4.60"],
+    extras_require={
+        "gpu": ["cupy-cuda12x>=13"],
+        "dev": ["pytest>=7", "hypothesis>=6.80", "scipy>=1.10"],
+    },
+)

@@ -1,0 +1,48 @@
+"""Launch counts: 64 chains of lengths 1..40 with the same step ops run in about (max length x ops per step)
+batches, forward and backward — not one per sentence."""
+import numpy as np
+import pytest
+
+import autobatch as ab
+
+H, VOCAB, OPS_PER_STEP, SLACK = 8, 50, 6, 12
+
+
+def _build(strategy):
+    pc = ab.ParameterCollection(seed=0)
+    E, W, b = pc.add_lookup_parameters((VOCAB, H)), pc.add_parameters((H, 2 * H)), pc.add_parameters((H,))
+    V = pc.add_parameters((VOCAB, H))
+    rng = np.random.default_rng(0)
+    lengths = np.concatenate([np.arange(1, 41), rng.integers(1, 41, 24)])
+    ab.renew_cg(strategy=strategy)
+    losses = []
+    for n in lengths:
+        h = ab.zeros(H)
+        words = rng.integers(0, VOCAB, n + 1)
+        for w, nxt in zip(words[:-1], words[1:]):
+            # six ops per step: lookup, concat, matmul, add, tanh, and the loss (matmul + pick_neg_log_softmax)
+            h = ab.tanh(W @ ab.concat([E[w], h]) + b)
+            losses.append(ab.pick_neg_log_softmax(V @ h, nxt))
+    loss = ab.esum(losses) / len(lengths)
+    loss.value()
+    loss.backward()
+    return ab.graph_stats()
+
+
+@pytest.mark.parametrize("strategy", ["depth", "agenda"])
+def test_launches_bounded_by_length_not_sentences(strategy):
+    stats = _build(strategy)
+    bound = 40 * OPS_PER_STEP + SLACK
+    assert stats["forward_batches"] <= bound
+    assert stats["backward_batches"] <= bound
+    assert stats["nodes"] > 10 * bound  # the bound is far below node-by-node execution
+
+
+def test_agenda_runs_losses_as_one_batch():
+    stats = _build("agenda")
+    by_sig = stats["by_signature"]
+    losses = [v for k, v in by_sig.items() if k.startswith("pick_neg_log_softmax")]
+    assert len(losses) == 1 and losses[0]["batches"] == 1
+    assert stats["forward_batches"] <= 40 * 4 + SLACK  # the chain's four ops per step, then the losses
+    assert stats["forward_batches"] < _build("depth")["forward_batches"]
+    ab.ParameterCollection(dtype=np.float32)

@@ -1,0 +1,71 @@
+"""Gradient semantics users rely on: dense .grad, accumulation across backward calls, sparse lookup rows."""
+import numpy as np
+
+import autobatch as ab
+
+
+def test_grad_zero_before_backward_and_accumulates(pc64):
+    W = pc64.add_parameters((2, 3))
+    assert np.array_equal(W.grad, np.zeros((2, 3)))
+    x = np.array([1.0, 2.0, 3.0])
+    for expected in (1, 2):
+        ab.renew_cg()  # renew_cg does not clear gradients
+        ab.sum_elems(W @ ab.input_tensor(x)).backward()
+        np.testing.assert_allclose(W.grad, expected * np.tile(x, (2, 1)))
+    pc64.zero_grad()
+    assert np.array_equal(W.grad, np.zeros((2, 3)))
+
+
+def test_lookup_grad_touches_only_used_rows_and_sums_repeats(pc64):
+    E = pc64.add_lookup_parameters((6, 2))
+    ab.renew_cg()
+    loss = ab.esum([ab.sum_elems(E[i] * float(k + 1)) for k, i in enumerate([1, 4, 1])])
+    loss.backward()
+    expected = np.zeros((6, 2))
+    expected[1], expected[4] = 1 + 3, 2
+    np.testing.assert_allclose(E.grad, expected)
+    rows, grads = E.sparse_grad()
+    assert list(np.asarray(rows)) == [1, 4]
+    np.testing.assert_allclose(np.asarray(grads), [[4, 4], [2, 2]])
+
+
+def test_default_dtype_follows_latest_collection():
+    ab.ParameterCollection(dtype=np.float64)
+    ab.renew_cg()
+    assert ab.zeros(3).dtype == np.float64 and ab.input_tensor([1, 2]).dtype == np.float64
+    ab.ParameterCollection()
+    assert ab.zeros(3).dtype == np.float32
+
+
+def test_value_types(pc64):
+    W = pc64.add_parameters((2, 2), init=np.eye(2))
+    ab.renew_cg()
+    v = ab.sum_elems(W @ ab.input_tensor([1.0, 2.0]))
+    assert isinstance(v.value(), float) and v.value() == 3.0
+    vec = (W @ ab.input_tensor([1.0, 2.0])).value()
+    assert isinstance(vec, np.ndarray) and vec.shape == (2,)
+    assert isinstance(W.value(), np.ndarray)
+
+
+def test_constants_from_parameters_are_computed_once(pc64):
+    W = pc64.add_parameters((3, 3))
+    h0 = pc64.add_parameters((3,), init="normal")
+    ab.renew_cg()
+    outs = [ab.tanh(W @ h0) for _ in range(5)]  # the same constant in every example
+    assert len({o.i for o in outs}) == 1
+    total = ab.esum([ab.sum_elems(o) for o in outs])
+    total.backward()
+    y = np.tanh(W.value() @ h0.value())
+    np.testing.assert_allclose(h0.grad, 5 * W.value().T @ (1 - y ** 2))
+
+
+def test_init_options():
+    pc = ab.ParameterCollection(seed=3)
+    assert np.all(pc.add_parameters(4).value() == 0)  # vectors start at zero
+    assert np.all(pc.add_parameters((2, 2), init=1.5).value() == 1.5)
+    W = pc.add_parameters((20, 30))
+    assert np.abs(W.value()).max() <= np.sqrt(6 / 50) + 1e-7
+    np.testing.assert_array_equal(pc.add_parameters((2,), init=lambda rng, s: np.arange(2.0)).value(), [0, 1])
+    same = [ab.ParameterCollection(seed=7).add_parameters((3, 3)).value() for _ in range(2)]
+    np.testing.assert_array_equal(*same)
+    assert pc.num_parameters() == 4 + 4 + 600 + 2
