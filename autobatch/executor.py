@@ -5,7 +5,7 @@ import numpy as np
 from kernels import backend
 from kernels.structure import SparseRows
 
-from . import errors
+from .graph import STRIDE
 
 # How a batch reads one of its inputs: a parameter/constant passed once, a contiguous slice of an earlier
 # batch's output (a view: the common case along recurrent chains), rows taken from one batch, or a stack.
@@ -13,72 +13,87 @@ SHARED, SLICE, TAKE, STACK = range(4)
 
 
 class Batch:
-    """One executed group: its signature, nodes (in output order), output, inputs and how they were read."""
+    """One executed group: its signature, nodes (in output order), output, inputs, how they were read, the
+    per-node data, and what the kernel saved for its VJP."""
 
-    __slots__ = ("sig", "nodes", "out", "inputs", "plans", "aux")
+    __slots__ = ("sig", "nodes", "out", "inputs", "plans", "aux", "res")
 
-    def __init__(self, sig, nodes, out, inputs, plans, aux):
-        self.sig, self.nodes, self.out, self.inputs, self.plans, self.aux = sig, nodes, out, inputs, plans, aux
+    def __init__(self, sig, nodes, out, inputs, plans, aux, res):
+        self.sig, self.nodes, self.out, self.inputs, self.plans, self.aux, self.res = (
+            sig, nodes, out, inputs, plans, aux, res)
 
 
-def _order(graph, nodes, sig):
+def _order(graph, nodes, args, sig):
     """Sort a batch by where its most recently computed batched input lives, so that input is a slice."""
-    n_args, n_batch, n_pos = graph.n_args, graph.n_batch, graph.n_pos
-    first = n_args[nodes[0]]
+    n_loc = graph.n_loc
     batched = [j for j, sh in enumerate(sig.shared) if not sh]
     if not batched:
-        return nodes
-    j = max(batched, key=lambda j: n_batch[first[j]])
-    return sorted(nodes, key=lambda n: (n_batch[n_args[n][j]], n_pos[n_args[n][j]]))
+        return nodes, args
+    j = max(batched, key=lambda j: n_loc[args[0][j]])
+    order = sorted(range(len(nodes)), key=[n_loc[t[j]] for t in args].__getitem__)
+    return [nodes[k] for k in order], [args[k] for k in order]
 
 
-def _gather(graph, nodes, j):
-    n_args, n_batch, n_pos, batches = graph.n_args, graph.n_batch, graph.n_pos, graph.batches
-    src = [n_args[n][j] for n in nodes]
-    bs = [n_batch[a] for a in src]
-    ps = [n_pos[a] for a in src]
-    b0, p0, size = bs[0], ps[0], len(src)
+def _gather(graph, src):
+    """The batched input made of the values of nodes ``src``, and how it was read (for the backward pass)."""
+    locs = [graph.n_loc[a] for a in src]
+    first, size = locs[0], len(src)
+    b0 = first // STRIDE
+    if locs[-1] - first == size - 1 and locs == list(range(first, first + size)):
+        p0 = first - b0 * STRIDE
+        return graph.batches[b0].out[p0:p0 + size], (SLICE, b0, p0)
+    bs = [loc // STRIDE for loc in locs]
     if bs.count(b0) == size:
-        out = batches[b0].out
-        if ps[-1] - p0 == size - 1 and ps == list(range(p0, p0 + size)):
-            return out[p0:p0 + size], (SLICE, b0, p0)
-        idx = np.asarray(ps, dtype=np.intp)
-        return out[backend.xp.asarray(idx)], (TAKE, b0, idx, len(set(ps)) == size)
+        idx = np.array(locs, dtype=np.intp) - b0 * STRIDE
+        return graph.batches[b0].out[backend.xp.asarray(idx)], (TAKE, b0, idx, len(set(locs)) == size)
+    ps = [loc - b * STRIDE for loc, b in zip(locs, bs)]
+    batches = graph.batches
     return backend.xp.stack([batches[b].out[p] for b, p in zip(bs, ps)]), (STACK, bs, ps)
 
 
 def run_forward(graph, plan):
     """Execute each batch of ``plan`` in order."""
-    n_args, n_aux, n_batch, n_pos, batches = graph.n_args, graph.n_aux, graph.n_batch, graph.n_pos, graph.batches
+    n_sig, n_args, n_aux, n_loc, batches = graph.n_sig, graph.n_args, graph.n_aux, graph.n_loc, graph.batches
     for nodes in plan:
-        sig = graph.n_sig[nodes[0]]
+        sig = n_sig[nodes[0]]
+        prim = sig.prim
+        args = [n_args[n] for n in nodes]
         if len(nodes) > 1:
-            nodes = _order(graph, nodes, sig)
+            nodes, args = _order(graph, nodes, args, sig)
         size = len(nodes)
         inputs, plans = [], []
-        for j, shared in enumerate(sig.shared):
-            if shared:
-                a = n_args[nodes[0]][j]
-                x, p = batches[n_batch[a]].out[n_pos[a]], (SHARED, a)
-            else:
-                x, p = _gather(graph, nodes, j)
-                if sig.expand[j]:  # align a lower-rank batched input for broadcasting against the output
-                    x = x.reshape((size,) + (1,) * (len(sig.shape) - x.ndim + 1) + x.shape[1:])
-            inputs.append(x)
+        if prim.stacks:  # one gather for all terms of all nodes: a sum of a thousand losses is one read
+            x, p = _gather(graph, [a for t in args for a in t])
+            inputs.append(x.reshape((size, len(args[0])) + x.shape[1:]))
             plans.append(p)
+        else:
+            for j, shared in enumerate(sig.shared):
+                if shared:
+                    a = args[0][j]
+                    b, pos = divmod(n_loc[a], STRIDE)
+                    x, p = batches[b].out[pos], (SHARED, a)
+                else:
+                    x, p = _gather(graph, [t[j] for t in args])
+                    if sig.expand[j]:  # align a lower-rank batched input for broadcasting against the output
+                        x = x.reshape((size,) + (1,) * (len(sig.shape) - x.ndim + 1) + x.shape[1:])
+                inputs.append(x)
+                plans.append(p)
         aux = None
-        if sig.prim.aux == "index":
-            aux = backend.xp.asarray(np.fromiter((n_aux[n] for n in nodes), np.intp, size))
-        elif sig.prim.aux == "list":
+        if prim.aux == "index":
+            aux = backend.xp.asarray(np.array([n_aux[n] for n in nodes], np.intp))
+        elif prim.aux == "list":
             aux = [n_aux.get(n) for n in nodes]
-        out = sig.prim.fwd(*inputs, **sig.kw) if aux is None else sig.prim.fwd(aux, *inputs, **sig.kw)
+        out = prim.fwd(*inputs, **sig.kw) if aux is None else prim.fwd(aux, *inputs, **sig.kw)
+        res = None
+        if prim.residual:
+            out, res = out
         if out.shape != (size,) + sig.shape:
-            raise RuntimeError(f"kernel {sig.prim.name} returned shape {out.shape}, expected {(size,) + sig.shape}")
+            raise RuntimeError(f"kernel {prim.name} returned shape {out.shape}, expected {(size,) + sig.shape}")
         bid = len(batches)
-        batches.append(Batch(sig, nodes, out, inputs, plans, aux))
+        batches.append(Batch(sig, nodes, out, inputs, plans, aux, res))
+        base = bid * STRIDE
         for k, n in enumerate(nodes):
-            n_batch[n] = bid
-            n_pos[n] = k
+            n_loc[n] = base + k
         if graph.check_finite and not bool(backend.xp.isfinite(out).all()):
             _report_nonfinite(graph, batches[bid])
 
@@ -103,7 +118,7 @@ def unbroadcast(g, shape):
 def run_backward(graph, target):
     """Reverse-mode pass from ``target`` over the executed batches; parameters receive their gradients."""
     xp = backend.xp
-    batches, n_batch, n_pos = graph.batches, graph.n_batch, graph.n_pos
+    batches, n_loc = graph.batches, graph.n_loc
     grads = {}
 
     def buffer(b):
@@ -112,13 +127,14 @@ def run_backward(graph, target):
             g = grads[b] = xp.zeros_like(batches[b].out)
         return g
 
-    def wants(b):
+    def wants(b):  # inputs and constants of zeros take no gradient
         sig = batches[b].sig
         return sig.prim.vjp is not None or sig.param is not None
 
-    buffer(n_batch[target])[n_pos[target]] = 1
+    top, pos = divmod(n_loc[target], STRIDE)
+    buffer(top)[pos] = 1
     count = 0
-    for bid in range(n_batch[target], -1, -1):
+    for bid in range(top, -1, -1):
         g = grads.pop(bid, None)
         if g is None:
             continue
@@ -129,10 +145,11 @@ def run_backward(graph, target):
             sig.param.accumulate(g[0])
             continue
         prim = sig.prim
+        kw = sig.kw if batch.res is None else dict(sig.kw, res=batch.res)
         if batch.aux is None:
-            gins = prim.vjp(g, batch.out, *batch.inputs, **sig.kw)
+            gins = prim.vjp(g, batch.out, *batch.inputs, **kw)
         else:
-            gins = prim.vjp(g, batch.out, batch.aux, *batch.inputs, **sig.kw)
+            gins = prim.vjp(g, batch.out, batch.aux, *batch.inputs, **kw)
         for j, (gi, plan) in enumerate(zip(gins, batch.plans)):
             if gi is None:
                 continue
@@ -142,20 +159,21 @@ def run_backward(graph, target):
                 gi = unbroadcast(gi, x.shape)
                 if sig.expand[j]:
                     gi = gi.reshape((len(x),) + graph.n_sig[graph.n_args[batch.nodes[0]][j]].shape)
+            elif prim.stacks:
+                gi = gi.reshape((-1,) + gi.shape[2:])
             if kind == SHARED:
                 a = plan[1]
-                src = batches[n_batch[a]].sig
-                if src.param is not None:
+                b, p = divmod(n_loc[a], STRIDE)
+                param = batches[b].sig.param
+                if param is not None:
                     if isinstance(gi, SparseRows):
-                        src.param.accumulate_rows(gi.indices, gi.rows)
+                        param.accumulate_rows(gi.indices, gi.rows)
                     else:
-                        src.param.accumulate(gi)
+                        param.accumulate(gi)
+                elif isinstance(gi, SparseRows):
+                    backend.scatter_add(buffer(b)[p], gi.indices, gi.rows)
                 else:
-                    target_rows = buffer(n_batch[a])
-                    if isinstance(gi, SparseRows):
-                        backend.scatter_add(target_rows[n_pos[a]], gi.indices, gi.rows)
-                    else:
-                        target_rows[n_pos[a]] += gi
+                    buffer(b)[p] += gi
             elif kind == SLICE:
                 if wants(plan[1]):
                     buffer(plan[1])[plan[2]:plan[2] + len(gi)] += gi

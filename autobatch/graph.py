@@ -12,6 +12,7 @@ from . import errors
 from .registry import PARAM, ShapeError
 
 STRATEGIES = ("off", "depth", "agenda")
+STRIDE = 1 << 32  # node locations: batch id * STRIDE + position
 
 # The dtype of the most recently created ParameterCollection: what inputs and constants default to.
 default_dtype = [np.dtype(np.float32)]
@@ -44,7 +45,9 @@ class Graph:
         self.check_finite = check_finite
         self.n_sig, self.n_args, self.n_depth = [], [], []
         self.n_aux = {}  # per-node data (an index, an input array), only for the nodes that have some
-        self.n_batch, self.n_pos = [], []  # where each executed node's value lives; grown when running
+        # Where each executed node's value lives, as one int: batch id * STRIDE + position in the batch
+        # (-1 before it runs). One int sorts, compares and tests contiguity faster than a pair.
+        self.n_loc = []
         self.first_pending = 0  # every node below this id has run
         self.n_site = [] if check_finite else None
         self.static = set()  # nodes computed from parameters only: the same for every example
@@ -99,8 +102,15 @@ class Graph:
         elif prim.constant_foldable and static.issuperset(args):
             return self._add_static(prim, args, attrs)
         elif prim.shares:  # a shared parameter (or constant) input is passed once; its identity joins the key
-            key = (prim, attrs, *[-1 - a if a in static else n_sig[a].kp for a in args])
-            depth = max(map(n_depth.__getitem__, args)) + 1
+            if len(args) == 1:  # a lookup
+                key, depth = (prim, attrs, -1 - args[0]), n_depth[args[0]] + 1
+            elif len(args) == 2:
+                a, b = args
+                key = (prim, attrs, -1 - a if a in static else n_sig[a].kp, -1 - b if b in static else n_sig[b].kp)
+                depth = max(n_depth[a], n_depth[b]) + 1
+            else:
+                key = (prim, attrs, *[-1 - a if a in static else n_sig[a].kp for a in args])
+                depth = max(map(n_depth.__getitem__, args)) + 1
         else:
             key = (prim, attrs, *[n_sig[a].kp for a in args])
             depth = max(map(n_depth.__getitem__, args)) + 1
@@ -147,6 +157,7 @@ class Graph:
             n = self._append(sig, (), 0, param.data)
             self.static.add(n)
             self._param_node[param] = n
+        param._node = (self, n)
         return n
 
     # ---- running -----------------------------------------------------------------------------------------
@@ -155,19 +166,18 @@ class Graph:
         """Execute every not-yet-run node that ``target`` needs, batched by the graph's strategy."""
         from . import executor, scheduler  # executed lazily: building needs neither
 
-        grow = len(self.n_sig) - len(self.n_batch)
+        grow = len(self.n_sig) - len(self.n_loc)
         if grow:
-            self.n_batch.extend([-1] * grow)
-            self.n_pos.extend([-1] * grow)
-        if self.n_batch[target] >= 0:
+            self.n_loc.extend([-1] * grow)
+        if self.n_loc[target] >= 0:
             return
         t0 = time.perf_counter()
         self.times["build_s"] += t0 - self._mark
         plan = scheduler.schedule(self, target)
         t1 = time.perf_counter()
         executor.run_forward(self, plan)
-        n_batch, lo = self.n_batch, self.first_pending
-        while lo < len(n_batch) and n_batch[lo] >= 0:
+        n_loc, lo = self.n_loc, self.first_pending
+        while lo < len(n_loc) and n_loc[lo] >= 0:
             lo += 1
         self.first_pending = lo
         self._mark = t2 = time.perf_counter()
@@ -177,7 +187,16 @@ class Graph:
     def value_of(self, n):
         """The backend array of node ``n`` (a view into its batch's output), executing as needed."""
         self.forward(n)
-        return self.batches[self.n_batch[n]].out[self.n_pos[n]]
+        b, p = divmod(self.n_loc[n], STRIDE)
+        return self.batches[b].out[p]
+
+    def batch_of(self, n):
+        """The id of the batch node ``n`` ran in (-1 if it has not run)."""
+        return self.n_loc[n] // STRIDE if n < len(self.n_loc) and self.n_loc[n] >= 0 else -1
+
+    def has_pending(self):
+        """True when some node has not run yet."""
+        return len(self.n_loc) < len(self.n_sig) or -1 in self.n_loc
 
     def backward(self, target):
         """Accumulate d target / d parameter into every parameter's ``.grad``."""

@@ -11,7 +11,7 @@ def graph_stats(g=None):
     scheduling, executing and in backward, and the batches broken down by signature."""
     g = g or _graph.current()
     t = dict(g.times)
-    if -1 in g.n_batch:  # nodes built since the last execution: their building time is still running
+    if g.has_pending():  # nodes built since the last execution: their building time is still running
         t["build_s"] += time.perf_counter() - g._mark
     by_sig = {}
     for b in g.batches:
@@ -69,7 +69,7 @@ def to_networkx(g=None):
     g = g or _graph.current()
     G = nx.DiGraph()
     for n, sig in enumerate(g.n_sig):
-        G.add_node(n, op=sig.prim.name, shape=sig.shape, depth=g.n_depth[n], batch=g.n_batch[n])
+        G.add_node(n, op=sig.prim.name, shape=sig.shape, depth=g.n_depth[n], batch=g.batch_of(n))
         G.add_edges_from((a, n) for a in g.n_args[n])
     return G
 

@@ -13,11 +13,52 @@ from . import graph as _graph
 from . import registry as R
 
 
-class Expression:
-    """A node of the current graph. Supports ``+ - * /`` (elementwise; scalars broadcast) and ``@``."""
+class Operators:
+    """``+ - * /`` (elementwise; scalars broadcast) and ``@``, for expressions and parameters alike."""
+
+    __slots__ = ()
+    __array_ufunc__ = None  # make NumPy defer to our reflected operators: array + expr is an expression
+
+    def __add__(self, other):
+        return _arith(self, other, R.ADD, lambda c: (1.0, c))
+
+    def __radd__(self, other):
+        return _arith(other, self, R.ADD, lambda c: (1.0, c))
+
+    def __sub__(self, other):
+        return _arith(self, other, R.SUB, lambda c: (1.0, -c))
+
+    def __rsub__(self, other):
+        return _arith(other, self, R.SUB, lambda c: (-1.0, c))
+
+    def __mul__(self, other):
+        return _arith(self, other, R.MUL, lambda c: (c, 0.0))
+
+    def __rmul__(self, other):
+        return _arith(other, self, R.MUL, lambda c: (c, 0.0))
+
+    def __truediv__(self, other):
+        return _arith(self, other, R.DIV, lambda c: (1.0 / c, 0.0))
+
+    def __rtruediv__(self, other):
+        if _is_scalar(other):
+            return _unary(R.RDIV, self, (("c", float(other)),))
+        return _arith(other, self, R.DIV, None)
+
+    def __neg__(self):
+        return _unary(R.SCALE_SHIFT, self, (("a", -1.0), ("b", 0.0)))
+
+    def __matmul__(self, other):
+        return matmul(self, other)
+
+    def __rmatmul__(self, other):
+        return matmul(other, self)
+
+
+class Expression(Operators):
+    """A node of the current graph (DyNet style); see ``Operators`` for the arithmetic it supports."""
 
     __slots__ = ("g", "i")
-    __array_ufunc__ = None  # make NumPy defer to our reflected operators: array + expr is an expression
 
     def __init__(self, g, i):
         self.g, self.i = g, i
@@ -61,45 +102,12 @@ class Expression:
     def __repr__(self):
         return f"Expression({self.g.n_sig[self.i].prim.name}, shape={self.shape}, node={self.i})"
 
-    def __add__(self, other):
-        return _arith(self, other, R.ADD, lambda c: (1.0, c))
-
-    def __radd__(self, other):
-        return _arith(other, self, R.ADD, lambda c: (1.0, c))
-
-    def __sub__(self, other):
-        return _arith(self, other, R.SUB, lambda c: (1.0, -c))
-
-    def __rsub__(self, other):
-        return _arith(other, self, R.SUB, lambda c: (-1.0, c))
-
-    def __mul__(self, other):
-        return _arith(self, other, R.MUL, lambda c: (c, 0.0))
-
-    def __rmul__(self, other):
-        return _arith(other, self, R.MUL, lambda c: (c, 0.0))
-
-    def __truediv__(self, other):
-        return _arith(self, other, R.DIV, lambda c: (1.0 / c, 0.0))
-
-    def __rtruediv__(self, other):
-        if _is_scalar(other):
-            return _apply(R.RDIV, (self,), (("c", float(other)),))
-        return _arith(other, self, R.DIV, None)
-
-    def __neg__(self):
-        return _apply(R.SCALE_SHIFT, (self,), (("a", -1.0), ("b", 0.0)))
-
-    def __matmul__(self, other):
-        return matmul(self, other)
-
-    def __rmatmul__(self, other):
-        return matmul(other, self)
-
 
 def _is_scalar(x):
     t = type(x)
-    return t is float or t is int or (t is not Expression and isinstance(x, numbers.Real) and t is not bool)
+    if t is float or t is int:
+        return True
+    return t is not Expression and not hasattr(x, "_node") and isinstance(x, numbers.Real) and t is not bool
 
 
 def _arith(a, b, prim, const):
@@ -107,10 +115,10 @@ def _arith(a, b, prim, const):
     if const is not None:
         if _is_scalar(b):
             a_, b_ = const(float(b))
-            return _apply(R.SCALE_SHIFT, (a,), (("a", a_), ("b", b_)))
+            return _unary(R.SCALE_SHIFT, a, (("a", a_), ("b", b_)))
         if _is_scalar(a):
             a_, b_ = const(float(a))
-            return _apply(R.SCALE_SHIFT, (b,), (("a", a_), ("b", b_)))
+            return _unary(R.SCALE_SHIFT, b, (("a", a_), ("b", b_)))
     g = _graph._current[0]
     return Expression(g, g.add(prim, (_node(g, a), _node(g, b))))
 
@@ -118,15 +126,13 @@ def _arith(a, b, prim, const):
 def _node(g, x):
     """The node id of ``x`` in graph ``g``: an expression, a parameter or a NumPy array / constant."""
     if type(x) is Expression:
-        if x.g is g:
-            return x.i
         if x.g is not g:
             raise RuntimeError(errors.at("expression belongs to an earlier graph: renew_cg() was called after "
                                          "it was built; rebuild it in the current graph"))
         return x.i
-    expr = getattr(x, "expr", None)  # a Parameter
-    if expr is not None:
-        return g.param_node(x)
+    node = getattr(x, "_node", None)  # a Parameter remembers its node in the latest graph that used it
+    if node is not None:
+        return node[1] if node[0] is g else g.param_node(x)
     if isinstance(x, (np.ndarray, numbers.Real)):
         return input_tensor(x).i
     raise TypeError(errors.at(f"expected an Expression, Parameter or array, got {type(x).__name__}"))
@@ -137,10 +143,10 @@ def _apply(prim, xs, attrs=(), aux=None):
     return Expression(g, g.add(prim, tuple([_node(g, x) for x in xs]), attrs, aux))
 
 
-def _unary(prim, x):
+def _unary(prim, x, attrs=()):
     g = _graph._current[0]
     n = x.i if type(x) is Expression and x.g is g else _node(g, x)
-    return Expression(g, g.add(prim, (n,)))
+    return Expression(g, g.add(prim, (n,), attrs))
 
 
 def _index(op, i, size):
@@ -193,7 +199,8 @@ def lookup(table, i):
     g = _graph._current[0]
     if type(i) is not int or not 0 <= i < len(table.data):
         i = _index(f"lookup {table.name}", i, len(table.data))
-    return Expression(g, g.add(R.LOOKUP, (g.param_node(table),), (), i))
+    node = table._node
+    return Expression(g, g.add(R.LOOKUP, (node[1] if node[0] is g else g.param_node(table),), (), i))
 
 
 # ---- elementwise -------------------------------------------------------------------------------------------

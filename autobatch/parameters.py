@@ -4,10 +4,10 @@ import numpy as np
 from kernels import backend
 
 from . import graph as _graph
-from .ops import lookup, parameter
+from . import ops
 
 
-class Parameter:
+class Parameter(ops.Operators):
     """A trainable array. Used in expressions directly (``W @ x``); ``.grad`` is its accumulated gradient."""
 
     is_lookup = False
@@ -17,6 +17,7 @@ class Parameter:
         self.name = name
         self.data = data  # backend array; optimisers update it in place
         self._grad = None
+        self._node = (None, -1)  # (graph, node id) of this parameter in the graph that last used it
 
     @property
     def shape(self):
@@ -73,38 +74,7 @@ class Parameter:
 
     def expr(self):
         """This parameter as an expression of the current graph."""
-        return parameter(self)
-
-    # Parameters take part in expressions as if they were expressions.
-    def __matmul__(self, other):
-        return self.expr() @ other
-
-    def __rmatmul__(self, other):
-        return other @ self.expr()
-
-    def __add__(self, other):
-        return self.expr() + other
-
-    def __radd__(self, other):
-        return other + self.expr()
-
-    def __sub__(self, other):
-        return self.expr() - other
-
-    def __rsub__(self, other):
-        return other - self.expr()
-
-    def __mul__(self, other):
-        return self.expr() * other
-
-    def __rmul__(self, other):
-        return other * self.expr()
-
-    def __truediv__(self, other):
-        return self.expr() / other
-
-    def __neg__(self):
-        return -self.expr()
+        return ops.parameter(self)
 
     def __repr__(self):
         return f"{type(self).__name__}({self.name!r}, shape={self.shape}, dtype={self.dtype})"
@@ -121,7 +91,7 @@ class LookupParameter(Parameter):
         self._compact = True
 
     def __getitem__(self, index):
-        return lookup(self, index)
+        return ops.lookup(self, index)
 
     def __len__(self):
         return self.data.shape[0]

@@ -31,6 +31,8 @@ class Primitive:
     shares: bool = False  # accepts shared (parameter) inputs without a batch axis
     aux: Optional[str] = None  # per-node data batched as "index" (an int array) or "list"
     random: bool = False  # draws random numbers: never treated as a constant of the graph
+    stacks: bool = False  # its (many, same-shape) inputs arrive as ONE array, stacked on axis 1
+    residual: bool = False  # fwd returns (out, saved) and the VJP receives ``res=saved`` (no recomputation)
 
     @property
     def constant_foldable(self):
@@ -160,10 +162,10 @@ TRANSPOSE = primitive("transpose", "structural", _transpose_shape, linalg.transp
 SOFTMAX = primitive("softmax", "structural", same_shape, sm.softmax, sm.softmax_vjp)
 LOG_SOFTMAX = primitive("log_softmax", "structural", same_shape, sm.log_softmax, sm.log_softmax_vjp)
 PICK_NLS = primitive("pick_neg_log_softmax", "structural", _vector, sm.pick_neg_log_softmax,
-                     sm.pick_neg_log_softmax_vjp, aux="index")
+                     sm.pick_neg_log_softmax_vjp, aux="index", residual=True)
 
 PICK = primitive("pick", "structural", _pick_shape, st.pick, st.pick_vjp, aux="index")
 CONCAT = primitive("concat", "structural", _concat_shape, st.concat, st.concat_vjp)
-ESUM = primitive("esum", "structural", _esum_shape, st.esum, st.esum_vjp)
+ESUM = primitive("esum", "structural", _esum_shape, st.esum, st.esum_vjp, stacks=True)
 SUM_ELEMS = primitive("sum_elems", "structural", lambda s: (), st.sum_elems, st.sum_elems_vjp)
 RESHAPE = primitive("reshape", "structural", _reshape_shape, st.reshape, st.reshape_vjp)

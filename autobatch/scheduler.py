@@ -7,7 +7,7 @@ dependencies. Planning never looks at values, so it is separate from execution.
 
 def pending(graph, target):
     """Ids, ascending, of the not-yet-executed nodes that ``target`` needs (itself included)."""
-    n_batch, n_args = graph.n_batch, graph.n_args
+    n_loc, n_args = graph.n_loc, graph.n_args
     # Inputs always have smaller ids than their consumers, so one backward sweep over ids marks all that
     # ``target`` needs, without a stack or a set.
     lo = graph.first_pending
@@ -16,7 +16,7 @@ def pending(graph, target):
     for n in range(target, lo - 1, -1):
         if need[n - lo]:
             for a in n_args[n]:
-                if n_batch[a] < 0:
+                if n_loc[a] < 0:
                     need[a - lo] = 1
     return [lo + k for k in range(len(need)) if need[k]]
 
@@ -45,25 +45,26 @@ def _agenda(graph, nodes):
     # lowest mean depth, the mean taken once over ALL its pending nodes, not only the ready ones. A signature
     # whose nodes hang off every step of a chain (per-word losses) has a mean deeper than the chain's own
     # signatures, so it waits until the chains are done and then runs as one batch.
-    n_sig, n_args, n_depth, n_batch = graph.n_sig, graph.n_args, graph.n_depth, graph.n_batch
-    nsig = len(graph.signatures)
+    n_sig, n_args, n_depth, n_loc = graph.n_sig, graph.n_args, graph.n_depth, graph.n_loc
+    nsig, lo = len(graph.signatures), nodes[0]
     count, depth_sum = [0] * nsig, [0] * nsig
-    ready, waiting, consumers = {}, {}, {}
+    waiting, consumers = [0] * (nodes[-1] - lo + 1), [None] * (nodes[-1] - lo + 1)  # indexed by id - lo
+    ready = {}
     for n in nodes:
         sid = n_sig[n].id
         count[sid] += 1
         depth_sum[sid] += n_depth[n]
         k = 0
         for a in n_args[n]:
-            if n_batch[a] < 0:
+            if n_loc[a] < 0:
                 k += 1
-                c = consumers.get(a)
+                c = consumers[a - lo]
                 if c is None:
-                    consumers[a] = [n]
+                    consumers[a - lo] = [n]
                 else:
                     c.append(n)
         if k:
-            waiting[n] = k
+            waiting[n - lo] = k
         else:
             r = ready.get(sid)
             if r is None:
@@ -72,25 +73,24 @@ def _agenda(graph, nodes):
                 r.append(n)
     sigs = graph.signatures
     rank = [(sigs[s].batchable, depth_sum[s] / count[s]) if count[s] else None for s in range(nsig)]
+    left = len(waiting) - waiting.count(0)
     plan = []
     while ready:
         batch = ready.pop(min(ready, key=rank.__getitem__))  # an unbatchable signature holds one node
         plan.append(batch)
         for n in batch:
-            for c in consumers.get(n, ()):
-                k = waiting[c] - 1
-                if k:
-                    waiting[c] = k
-                else:
-                    del waiting[c]
+            for c in consumers[n - lo] or ():
+                k = waiting[c - lo] = waiting[c - lo] - 1
+                if not k:
+                    left -= 1
                     sid = n_sig[c].id
                     r = ready.get(sid)
                     if r is None:
                         ready[sid] = [c]
                     else:
                         r.append(c)
-    if waiting:
-        raise RuntimeError(f"cycle detected: {len(waiting)} nodes never became ready")
+    if left:
+        raise RuntimeError(f"cycle detected: {left} nodes never became ready")
     return plan
 
 
