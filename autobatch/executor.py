@@ -36,7 +36,8 @@ def _order(graph, nodes, args, sig):
 
 def _gather(graph, src):
     """The batched input made of the values of nodes ``src``, and how it was read (for the backward pass)."""
-    locs = [graph.n_loc[a] for a in src]
+    n_loc = graph.n_loc
+    locs = [n_loc[a] for a in src]
     first, size = locs[0], len(src)
     b0 = first // STRIDE
     if locs[-1] - first == size - 1 and locs == list(range(first, first + size)):

@@ -23,6 +23,8 @@ def pending(graph, target):
 
 def schedule(graph, target):
     """The plan that computes ``target`` under the graph's strategy."""
+    if graph.strategy == "agenda":
+        return _agenda(graph, target)
     return _STRATEGIES[graph.strategy](graph, pending(graph, target))
 
 
@@ -40,17 +42,23 @@ def _depth(graph, nodes):
     return [groups[k] for k in sorted(groups)]
 
 
-def _agenda(graph, nodes):
+def _agenda(graph, target):
     # DyNet's agenda: run ready unbatchable nodes first; otherwise the ready signature whose nodes have the
     # lowest mean depth, the mean taken once over ALL its pending nodes, not only the ready ones. A signature
     # whose nodes hang off every step of a chain (per-word losses) has a mean deeper than the chain's own
     # signatures, so it waits until the chains are done and then runs as one batch.
     n_sig, n_args, n_depth, n_loc = graph.n_sig, graph.n_args, graph.n_depth, graph.n_loc
-    nsig, lo = len(graph.signatures), nodes[0]
+    nsig, lo = len(graph.signatures), graph.first_pending
     count, depth_sum = [0] * nsig, [0] * nsig
-    waiting, consumers = [0] * (nodes[-1] - lo + 1), [None] * (nodes[-1] - lo + 1)  # indexed by id - lo
-    ready = {}
-    for n in nodes:
+    size = target - lo + 1  # per-node lists below are indexed by id - lo
+    need, waiting, consumers = bytearray(size), [0] * size, [None] * size
+    need[-1] = 1
+    leaves = []
+    # One backward sweep over ids finds what ``target`` needs (inputs always have smaller ids), counts each
+    # node's pending inputs and records its consumers.
+    for n in range(target, lo - 1, -1):
+        if not need[n - lo]:
+            continue
         sid = n_sig[n].id
         count[sid] += 1
         depth_sum[sid] += n_depth[n]
@@ -58,19 +66,25 @@ def _agenda(graph, nodes):
         for a in n_args[n]:
             if n_loc[a] < 0:
                 k += 1
-                c = consumers[a - lo]
+                i = a - lo
+                need[i] = 1
+                c = consumers[i]
                 if c is None:
-                    consumers[a - lo] = [n]
+                    consumers[i] = [n]
                 else:
                     c.append(n)
         if k:
             waiting[n - lo] = k
         else:
-            r = ready.get(sid)
-            if r is None:
-                ready[sid] = [n]
-            else:
-                r.append(n)
+            leaves.append(n)
+    ready = {}
+    for n in reversed(leaves):
+        sid = n_sig[n].id
+        r = ready.get(sid)
+        if r is None:
+            ready[sid] = [n]
+        else:
+            r.append(n)
     sigs = graph.signatures
     rank = [(sigs[s].batchable, depth_sum[s] / count[s]) if count[s] else None for s in range(nsig)]
     left = len(waiting) - waiting.count(0)
