@@ -8,7 +8,7 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
     packages=["autobatch", "kernels"],
-    install_requires=["numpy>=1.24", "networkx>=3.0", "matplotlib>=3.7", "tqdm>=4.60"],
+    install_requires=["numpy>=1.24", "networkx>=3.0", "matplotlib>=3.7", "tqdm>=4.60", "greenlet>=3.0"],
     extras_require={
         "gpu": ["cupy-cuda12x>=13"],
         "dev": ["pytest>=7", "hypothesis>=6.80", "scipy>=1.10"],

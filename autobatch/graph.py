@@ -162,18 +162,19 @@ class Graph:
 
     # ---- running -----------------------------------------------------------------------------------------
 
-    def forward(self, target):
-        """Execute every not-yet-run node that ``target`` needs, batched by the graph's strategy."""
+    def forward(self, *targets):
+        """Execute every not-yet-run node that the ``targets`` (node ids) need, batched by the strategy."""
         from . import executor, scheduler  # executed lazily: building needs neither
 
         grow = len(self.n_sig) - len(self.n_loc)
         if grow:
             self.n_loc.extend([-1] * grow)
-        if self.n_loc[target] >= 0:
+        targets = [t for t in targets if self.n_loc[t] < 0]
+        if not targets:
             return
         t0 = time.perf_counter()
         self.times["build_s"] += t0 - self._mark
-        plan = scheduler.schedule(self, target)
+        plan = scheduler.schedule(self, targets)
         t1 = time.perf_counter()
         executor.run_forward(self, plan)
         n_loc, lo = self.n_loc, self.first_pending
@@ -185,8 +186,10 @@ class Graph:
         self.times["execute_s"] += t2 - t1
 
     def value_of(self, n):
-        """The backend array of node ``n`` (a view into its batch's output), executing as needed."""
-        self.forward(n)
+        """The backend array of node ``n`` (a view into its batch's output), executing as needed. Inside
+        ``batch_map`` an example asking for a value it lacks is suspended until the others catch up."""
+        if n >= len(self.n_loc) or self.n_loc[n] < 0:
+            (value_hook[0] or Graph.forward)(self, n)
         b, p = divmod(self.n_loc[n], STRIDE)
         return self.batches[b].out[p]
 
@@ -210,6 +213,7 @@ class Graph:
 
 
 _current = [Graph()]
+value_hook = [None]  # set by batch_map: how a missing value is obtained (suspend, or run now)
 
 
 def current():

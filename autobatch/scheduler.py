@@ -5,14 +5,20 @@ dependencies. Planning never looks at values, so it is separate from execution.
 """
 
 
-def pending(graph, target):
-    """Ids, ascending, of the not-yet-executed nodes that ``target`` needs (itself included)."""
+def _needs(graph, targets):
+    lo, top = graph.first_pending, max(targets)
+    need = bytearray(top - lo + 1)
+    for t in targets:
+        need[t - lo] = 1
+    return lo, top, need
+
+
+def pending(graph, targets):
+    """Ids, ascending, of the not-yet-executed nodes that the ``targets`` need (themselves included)."""
     n_loc, n_args = graph.n_loc, graph.n_args
     # Inputs always have smaller ids than their consumers, so one backward sweep over ids marks all that
-    # ``target`` needs, without a stack or a set.
-    lo = graph.first_pending
-    need = bytearray(target - lo + 1)
-    need[-1] = 1
+    # the targets need, without a stack or a set.
+    lo, target, need = _needs(graph, targets)
     for n in range(target, lo - 1, -1):
         if need[n - lo]:
             for a in n_args[n]:
@@ -21,11 +27,11 @@ def pending(graph, target):
     return [lo + k for k in range(len(need)) if need[k]]
 
 
-def schedule(graph, target):
-    """The plan that computes ``target`` under the graph's strategy."""
+def schedule(graph, targets):
+    """The plan that computes the ``targets`` (not-yet-run node ids) under the graph's strategy."""
     if graph.strategy == "agenda":
-        return _agenda(graph, target)
-    return _STRATEGIES[graph.strategy](graph, pending(graph, target))
+        return _agenda(graph, targets)
+    return _STRATEGIES[graph.strategy](graph, pending(graph, targets))
 
 
 def _off(graph, nodes):
@@ -42,19 +48,18 @@ def _depth(graph, nodes):
     return [groups[k] for k in sorted(groups)]
 
 
-def _agenda(graph, target):
+def _agenda(graph, targets):
     # DyNet's agenda: run ready unbatchable nodes first; otherwise the ready signature whose nodes have the
     # lowest mean depth, the mean taken once over ALL its pending nodes, not only the ready ones. A signature
     # whose nodes hang off every step of a chain (per-word losses) has a mean deeper than the chain's own
     # signatures, so it waits until the chains are done and then runs as one batch.
     n_sig, n_args, n_depth, n_loc = graph.n_sig, graph.n_args, graph.n_depth, graph.n_loc
-    nsig, lo = len(graph.signatures), graph.first_pending
+    nsig = len(graph.signatures)
     count, depth_sum = [0] * nsig, [0] * nsig
-    size = target - lo + 1  # per-node lists below are indexed by id - lo
-    need, waiting, consumers = bytearray(size), [0] * size, [None] * size
-    need[-1] = 1
+    lo, target, need = _needs(graph, targets)  # per-node lists below are indexed by id - lo
+    waiting, consumers = [0] * len(need), [None] * len(need)
     leaves = []
-    # One backward sweep over ids finds what ``target`` needs (inputs always have smaller ids), counts each
+    # One backward sweep over ids finds what the targets need (inputs always have smaller ids), counts each
     # node's pending inputs and records its consumers.
     for n in range(target, lo - 1, -1):
         if not need[n - lo]:
