@@ -46,3 +46,26 @@ def test_agenda_runs_losses_as_one_batch():
     assert stats["forward_batches"] <= 40 * 4 + SLACK  # the chain's four ops per step, then the losses
     assert stats["forward_batches"] < _build("depth")["forward_batches"]
     ab.ParameterCollection(dtype=np.float32)
+
+
+def test_recurrent_inputs_are_views_not_copies():
+    """Along a chain, step t reads step t-1's output in the order it was written: a slice, no gather."""
+    from autobatch.executor import SLICE
+
+    pc = ab.ParameterCollection(seed=0)
+    E, W = pc.add_lookup_parameters((VOCAB, H)), pc.add_parameters((H, 2 * H))
+    ab.renew_cg()
+    outs = []
+    for s in range(16):
+        h = ab.zeros(H)
+        for t in range(10):
+            h = ab.tanh(W @ ab.concat([E[(s + t) % VOCAB], h]))
+        outs.append(ab.sum_elems(h))
+    ab.esum(outs).value()
+    g = ab.current_graph()
+    concats = [b for b in g.batches if b.sig.prim.name == "concat"]
+    assert len(concats) == 10 and all(len(b.nodes) == 16 for b in concats)
+    recurrent_reads = [b.plans[1][0] for b in concats[1:]]
+    assert recurrent_reads == [SLICE] * 9
+    tanh_reads = [b.plans[0][0] for b in g.batches if b.sig.prim.name == "tanh"]
+    assert tanh_reads == [SLICE] * 10
