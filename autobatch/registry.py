@@ -11,8 +11,8 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from kernels import elementwise as ew
-from kernels import linalg, softmax as sm, structure as st
+from kernels import dropout as _dropout, elementwise as ew, linalg, norm as _norm, recurrent as _rec
+from kernels import sequence as _seq, softmax as sm, structure as st
 
 
 class ShapeError(ValueError):
@@ -169,3 +169,105 @@ CONCAT = primitive("concat", "structural", _concat_shape, st.concat, st.concat_v
 ESUM = primitive("esum", "structural", _esum_shape, st.esum, st.esum_vjp, stacks=True)
 SUM_ELEMS = primitive("sum_elems", "structural", lambda s: (), st.sum_elems, st.sum_elems_vjp)
 RESHAPE = primitive("reshape", "structural", _reshape_shape, st.reshape, st.reshape_vjp)
+
+
+# ---- recurrent cells, layer normalisation, dropout and sentence encoders (issue 3) ----------------------------
+# Cell primitives fuse a whole cell update into one node; their regularisers (recurrent dropout ``rd``, zoneout
+# ``zo`` with ``zt`` = training) are attributes, their uniforms per-node ``aux`` drawn at build time.
+
+
+def _layer_norm_shape(shapes, eps):
+    x, gain, bias = shapes
+    if len(x) != 1:
+        raise ShapeError(f"needs a vector, got shape {x}")
+    if gain != x or bias != x:
+        raise ShapeError(f"gain {gain} and bias {bias} must have the input's shape {x}")
+    return x
+
+
+def _stacked(what, shape, state, k):
+    if len(state) != 1 or shape != (k * state[0],):
+        raise ShapeError(f"{what} shape {shape} must be {k} x the state's shape {state}")
+
+
+def _arity(shapes, n, zo):
+    """Zoneout adds the previous state as a last input."""
+    want = n + bool(zo)
+    if len(shapes) != want:
+        raise ShapeError(f"takes {want} inputs{' (zoneout needs the previous state)' if zo else ''}, "
+                         f"got {len(shapes)}")
+
+
+def _lstm_cell_shape(shapes, rd, zo, zt):
+    _arity(shapes, 2, 0)
+    _stacked("gates", shapes[0], shapes[1], 4)
+    return shapes[1]
+
+
+def _lstm_hidden_shape(shapes, zo, zt):
+    _arity(shapes, 2, zo)
+    _stacked("gates", shapes[0], shapes[1], 4)
+    if zo and shapes[2] != shapes[1]:
+        raise ShapeError(f"previous state shape {shapes[2]} differs from the cell's {shapes[1]}")
+    return shapes[1]
+
+
+def _gru_hidden_shape(shapes, rd, zo, zt):
+    _arity(shapes, 3, 0)
+    _stacked("input part", shapes[0], shapes[2], 3)
+    _stacked("recurrent part", shapes[1], shapes[2], 3)
+    return shapes[2]
+
+
+def _rnn_hidden_shape(shapes, rd, zo, zt):
+    _arity(shapes, 1, zo)
+    if len(shapes[0]) != 1:
+        raise ShapeError(f"needs a vector, got shape {shapes[0]}")
+    if zo and shapes[1] != shapes[0]:
+        raise ShapeError(f"previous state shape {shapes[1]} differs from {shapes[0]}")
+    return shapes[0]
+
+
+def _pad_rows_shape(shapes, rows):
+    if len(shapes[0]) != 1 or any(s != shapes[0] for s in shapes):
+        raise ShapeError(f"needs vectors of one shape, got {', '.join(map(str, sorted(set(shapes))))}")
+    if rows < len(shapes):
+        raise ShapeError(f"{len(shapes)} vectors do not fit in {rows} rows")
+    return (rows, shapes[0][0])
+
+
+def _attention_shape(shapes, causal):
+    X, q, k, v = shapes
+    if len(X) != 2:
+        raise ShapeError(f"needs a (rows, dim) matrix, got shape {X}")
+    if len(q) != 2 or q[1] != X[1] or k != q or len(v) != 2 or v[1] != X[1]:
+        raise ShapeError(f"query {q}, key {k} and value {v} weights must be (d, {X[1]}), one d for query and key")
+    return (X[0], v[0])
+
+
+def _conv_shape(shapes, dilation, width, causal, act, residual):
+    X, W, b = shapes
+    if len(X) != 2:
+        raise ShapeError(f"needs a (rows, dim) matrix, got shape {X}")
+    if len(W) != 2 or W[1] != width * X[1] or b != W[:1]:
+        raise ShapeError(f"weights {W} and bias {b} must be (out, {width} x {X[1]}) and (out,)")
+    if residual and W[0] != X[1]:
+        raise ShapeError(f"a residual connection needs out == dim, got {W[0]} and {X[1]}")
+    return (X[0], W[0])
+
+
+LAYER_NORM = primitive("layer_norm", "structural", _layer_norm_shape, _norm.layer_norm, _norm.layer_norm_vjp,
+                       shares=True, residual=True)
+DROPOUT = primitive("dropout", "elementwise", lambda s, p: s[0], _dropout.dropout, _dropout.dropout_vjp,
+                    aux="list", random=True, residual=True)
+_CELL = dict(shares=True, aux="list", random=True, residual=True)
+LSTM_CELL = primitive("lstm_cell", "structural", _lstm_cell_shape, _rec.lstm_cell, _rec.lstm_cell_vjp, **_CELL)
+LSTM_HIDDEN = primitive("lstm_hidden", "structural", _lstm_hidden_shape, _rec.lstm_hidden, _rec.lstm_hidden_vjp,
+                        **_CELL)
+GRU_HIDDEN = primitive("gru_hidden", "structural", _gru_hidden_shape, _rec.gru_hidden, _rec.gru_hidden_vjp, **_CELL)
+RNN_HIDDEN = primitive("rnn_hidden", "structural", _rnn_hidden_shape, _rec.rnn_hidden, _rec.rnn_hidden_vjp, **_CELL)
+PAD_ROWS = primitive("pad_rows", "structural", _pad_rows_shape, _seq.pad_rows, _seq.pad_rows_vjp, stacks=True)
+SELF_ATTENTION = primitive("self_attention", "structural", _attention_shape, _seq.self_attention,
+                           _seq.self_attention_vjp, shares=True, aux="index", residual=True)
+DILATED_CONV = primitive("dilated_conv", "structural", _conv_shape, _seq.dilated_conv, _seq.dilated_conv_vjp,
+                         shares=True, aux="index", residual=True)

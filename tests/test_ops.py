@@ -9,6 +9,8 @@ import pytest
 from scipy.special import expit, log_softmax as np_log_softmax, logsumexp, softmax as np_softmax
 
 import autobatch as ab
+import cell_references as ref
+from autobatch import encoders as enc, rnn
 from autobatch.registry import REGISTRY
 
 LEAVES = {"param", "input", "zeros"}  # covered by test_leaves below
@@ -96,6 +98,64 @@ CASES = {
              Case(lambda k, a, b: ab.esum([a, b]), [(2, 2)] * 2, lambda k, a, b: a + b)],
     "sum_elems": [unary(ab.sum_elems, np.sum), Case(lambda k, x: ab.mean_elems(x), [(3, 2)], lambda k, x: x.mean()),
                   Case(lambda k, a, b: ab.dot(a, b), [(4,), (4,)], lambda k, a, b: a @ b)],
+    # ---- issue 3: layer norm, dropout, fused cells (masks from fixed uniforms ref.U), sentence encoders ----
+    "layer_norm": [Case(lambda k, x, g, b: ab.layer_norm(x, g, b), [(5,)] * 3, lambda k, *a: ref.layer_norm(*a),
+                        shared=(1, 2)),
+                   Case(lambda k, x, g, b: ab.layer_norm(x, g, b), [(5,)] * 3, lambda k, *a: ref.layer_norm(*a)),
+                   Case(lambda k, x, g, b: ab.layer_norm(x, g, b), [(5,)] * 3, lambda k, *a: ref.layer_norm(*a),
+                        shared=(0, 1))],
+    "dropout": [Case(lambda k, x: ab.dropout(x, 0.4, noise=ref.U[k, :6]), [(6,)],
+                     lambda k, x: x * ref.keep(ref.U[k, :6], 0.4)),
+                Case(lambda k, W: ab.dropout(W, 0.3, noise=ref.U[k, :6].reshape(2, 3)), [(2, 3)],
+                     lambda k, W: W * ref.keep(ref.U[k, :6].reshape(2, 3), 0.3), shared=(0,))],
+    "lstm_cell": [Case(lambda k, gt, c: rnn.lstm_cell(gt, c), [(8,), (2,)], lambda k, gt, c: ref.lstm_cell(gt, c)),
+                  Case(lambda k, gt, c: rnn.lstm_cell(gt, c, recurrent_dropout=0.4, zoneout=0.3, noise=ref.U[k, :4]),
+                       [(8,), (2,)], lambda k, gt, c: ref.lstm_cell(gt, c, 0.4, 0.3, ref.U[k])),
+                  Case(lambda k, gt, c: ref.in_eval(lambda: rnn.lstm_cell(gt, c, recurrent_dropout=0.4, zoneout=0.3)),
+                       [(8,), (2,)], lambda k, gt, c: ref.lstm_cell(gt, c, 0.4, 0.3, train=False)),
+                  Case(lambda k, gt, c: rnn.lstm_cell(gt, c, zoneout=0.5, noise=ref.U[k, :2]), [(8,), (2,)],
+                       lambda k, gt, c: ref.lstm_cell(gt, c, 0.0, 0.5, ref.U[k]), shared=(1,))],
+    "lstm_hidden": [Case(lambda k, gt, c: rnn.lstm_hidden(gt, c), [(8,), (2,)],
+                         lambda k, gt, c: ref.lstm_hidden(gt, c)),
+                    Case(lambda k, gt, c, h: rnn.lstm_hidden(gt, c, h, zoneout=0.5, noise=ref.U[k, :2]),
+                         [(8,), (2,), (2,)], lambda k, gt, c, h: ref.lstm_hidden(gt, c, h, 0.5, ref.U[k])),
+                    Case(lambda k, gt, c, h: ref.in_eval(lambda: rnn.lstm_hidden(gt, c, h, zoneout=0.3)),
+                         [(8,), (2,), (2,)], lambda k, gt, c, h: ref.lstm_hidden(gt, c, h, 0.3, train=False),
+                         shared=(2,))],
+    "gru_hidden": [Case(lambda k, x, hp, h: rnn.gru_hidden(x, hp, h), [(6,), (6,), (2,)],
+                        lambda k, x, hp, h: ref.gru_hidden(x, hp, h)),
+                   Case(lambda k, x, hp, h: rnn.gru_hidden(x, hp, h, recurrent_dropout=0.4, zoneout=0.3,
+                                                           noise=ref.U[k, :4]),
+                        [(6,), (6,), (2,)], lambda k, x, hp, h: ref.gru_hidden(x, hp, h, 0.4, 0.3, ref.U[k])),
+                   Case(lambda k, x, hp, h: ref.in_eval(lambda: rnn.gru_hidden(x, hp, h, zoneout=0.3)),
+                        [(6,), (6,), (2,)], lambda k, x, hp, h: ref.gru_hidden(x, hp, h, 0.0, 0.3, train=False),
+                        shared=(1, 2))],
+    "rnn_hidden": [Case(lambda k, p: rnn.rnn_hidden(p), [(3,)], lambda k, p: ref.rnn_hidden(p)),
+                   Case(lambda k, p, h: rnn.rnn_hidden(p, h, recurrent_dropout=0.4, zoneout=0.3, noise=ref.U[k, :6]),
+                        [(3,), (3,)], lambda k, p, h: ref.rnn_hidden(p, h, 0.4, 0.3, ref.U[k])),
+                   Case(lambda k, p, h: ref.in_eval(lambda: rnn.rnn_hidden(p, h, recurrent_dropout=0.4, zoneout=0.3)),
+                        [(3,), (3,)], lambda k, p, h: ref.rnn_hidden(p, h, 0.4, 0.3, train=False), shared=(1,))],
+    "pad_rows": [Case(lambda k, a, b: enc.pad_rows([a, b], 4), [(3,), (3,)],
+                      lambda k, a, b: np.vstack([a, b, np.zeros((2, 3))])),
+                 Case(lambda k, a, b: enc.pad_rows([a, b, a], 3), [(2,), (2,)], lambda k, a, b: np.vstack([a, b, a]),
+                      shared=(1,))],
+    "self_attention": [Case(lambda k, X, q, kk, v: enc.self_attention(X, q, kk, v, [3, 1, 4][k]),
+                            [(4, 3), (2, 3), (2, 3), (3, 3)],
+                            lambda k, *a: ref.self_attention(*a, [3, 1, 4][k]), shared=(1, 2, 3)),
+                       Case(lambda k, X, q, kk, v: enc.self_attention(X, q, kk, v, [4, 2, 3][k], causal=True),
+                            [(4, 3), (2, 3), (2, 3), (1, 3)],
+                            lambda k, *a: ref.self_attention(*a, [4, 2, 3][k], causal=True), shared=(1, 2, 3))],
+    "dilated_conv": [Case(lambda k, X, W, b: enc.dilated_conv(X, W, b, [5, 2, 4][k], dilation=2, activation="tanh"),
+                          [(5, 2), (3, 6), (3,)],
+                          lambda k, *a: ref.dilated_conv(*a, [5, 2, 4][k], dilation=2, act="tanh"), shared=(1, 2)),
+                     Case(lambda k, X, W, b: enc.dilated_conv(X, W, b, [3, 5, 1][k], causal=True, residual=True),
+                          [(5, 3), (3, 6), (3,)],
+                          lambda k, *a: ref.dilated_conv(*a, [3, 5, 1][k], causal=True, residual=True),
+                          shared=(1, 2)),
+                     Case(lambda k, X, W, b: enc.dilated_conv(X, W, b, [4, 2, 3][k], dilation=3, causal=True),
+                          [(4, 2), (3, 6), (3,)],  # the first tap (offset -6) reaches past the whole matrix
+                          lambda k, *a: ref.dilated_conv(*a, [4, 2, 3][k], dilation=3, causal=True),
+                          shared=(1, 2))],
 }
 
 N_EXAMPLES = 3

@@ -1,0 +1,122 @@
+"""The regularisation switch and the random stream behind every mask.
+
+``eval_mode()`` switches dropout and its relatives off (zoneout uses its expectation), ``train_mode()`` back on
+(the default); model code and blocks read ``training()`` when they build nodes. Masks are drawn when a node is
+built, from the seeded ``rng`` of a ParameterCollection, so a run is reproducible from its seed and the same
+under every batching strategy; each node carries its own uniforms, so masks differ per example yet batch.
+"""
+import weakref
+
+import numpy as np
+
+from kernels import backend
+
+from . import errors
+from . import graph as _graph
+from . import registry as R
+from .ops import Expression, _node
+
+_training = [True]
+
+
+def training():
+    """True unless ``eval_mode()`` is in force."""
+    return _training[0]
+
+
+def eval_mode():
+    """Switch regularisation off for the nodes built from now on: dropout variants become the identity and
+    zoneout uses its expectation p * previous + (1 - p) * new."""
+    _training[0] = False
+
+
+def train_mode():
+    """Switch regularisation back on (the default)."""
+    _training[0] = True
+
+
+class Noise:
+    """Uniforms in [0, 1) from one seeded generator, handed out as slices of a pre-drawn block: a mask for a
+    node costs a slice, not a call into the generator."""
+
+    BLOCK = 1 << 16
+
+    def __init__(self, rng, dtype):
+        self.rng, self.dtype = rng, np.dtype(dtype)
+        self.block, self.pos = None, self.BLOCK
+
+    def uniforms(self, n):
+        """``n`` fresh uniforms (a backend vector; reshape it for a matrix)."""
+        pos = self.pos
+        if pos + n > self.BLOCK:
+            if n > self.BLOCK // 8:  # a whole weight matrix (DropConnect): draw it on its own
+                return backend.xp.asarray(self.rng.random(n, dtype=self.dtype))
+            self.block = backend.xp.asarray(self.rng.random(self.BLOCK, dtype=self.dtype))
+            pos = 0
+        self.pos = pos + n
+        return self.block[pos:pos + n]
+
+
+_streams = weakref.WeakKeyDictionary()
+
+
+def noise(pc):
+    """The mask stream of ParameterCollection ``pc``, drawn from ``pc.rng``."""
+    stream = _streams.get(pc)
+    if stream is None:
+        stream = _streams[pc] = Noise(pc.rng, pc.dtype)
+    return stream
+
+
+def graph_noise(g, op):
+    """The stream of the collection whose parameters graph ``g`` reads (the first one it read)."""
+    for param in g._param_node:
+        return noise(param.collection)
+    raise ValueError(errors.at(f"{op}: no parameter is used in this graph yet, so there is no collection whose "
+                               f"seeded stream could draw the mask; pass noise="))
+
+
+def check_p(op, name, p):
+    """``p`` as a float in [0, 1)."""
+    p = float(p)
+    if not 0.0 <= p < 1.0:
+        raise ValueError(errors.at(f"{op}: {name} must lie in [0, 1), got {p}"))
+    return p
+
+
+def given_noise(op, noise_, size, dtype):
+    """Caller-supplied uniforms as a backend array of ``size`` elements (``op`` names the caller in errors)."""
+    u = backend.xp.asarray(noise_, dtype=dtype)
+    if u.size != size:
+        raise ValueError(errors.at(f"{op}: noise has {u.size} values, needs {size}"))
+    return u
+
+
+_P_ATTRS = {}
+
+
+def p_attrs(p):
+    """The (cached) attribute tuple of a dropout node with rate ``p``."""
+    attrs = _P_ATTRS.get(p)
+    if attrs is None:
+        attrs = _P_ATTRS[p] = (("p", p),)
+    return attrs
+
+
+def dropout(x, p, noise=None):
+    """Inverted dropout: x * m / (1 - p), m ~ Bernoulli(1 - p) per unit and per example (so it batches); the
+    identity in eval mode. ``noise``: uniforms in [0, 1) of x's shape (unit kept where u >= p): pass the same
+    ones at every time step for a variational mask; by default drawn from the seeded stream of the collection
+    whose parameters the graph uses. ``x`` may be a Parameter: a weight mask per example (DropConnect)."""
+    p = check_p("dropout", "p", p)
+    g = _graph._current[0]
+    n = _node(g, x)
+    if p == 0.0 or not _training[0]:
+        return Expression(g, n)
+    sig = g.n_sig[n]
+    size = int(np.prod(sig.shape))
+    if noise is None:
+        u = graph_noise(g, "dropout").uniforms(size)
+    else:
+        u = given_noise("dropout", noise, size, sig.dtype)
+    return Expression(g, g.add(R.DROPOUT, (n,), p_attrs(p), u.reshape(sig.shape)))

@@ -1,0 +1,387 @@
+"""Training: loss normalisation, early stopping, and a model-agnostic ``Trainer``/``fit`` loop with a progress
+bar, a JSON-lines log per epoch, PNG plots, atomic checkpoints and resume.
+
+The loop is the one the DyNet deck recommends: one graph per minibatch (the engine batches the per-example
+code), the minibatch loss normalised, the gradient norm watched and clipped, the dev metric checked each
+epoch with patience, and the best parameters restored at the end.
+"""
+import json
+import math
+import os
+import sys
+import time
+
+import numpy as np
+
+from . import checkpoint as _ckpt
+from . import data as _data
+from . import graph as _graph
+from . import ops
+from .optim import Adam, GradNormMonitor
+
+NORMALIZE = ("max_len", "batch", "sum")
+
+
+# ---- loss normalisation -------------------------------------------------------------------------------------
+
+
+def _terms(losses):
+    """Flatten per-example losses (an Expression or a list of per-token Expressions each) into one list of
+    terms, with each example's length (its number of terms)."""
+    terms, lengths = [], []
+    for x in losses:
+        if isinstance(x, (list, tuple)):
+            terms.extend(x)
+            lengths.append(len(x))
+        else:
+            terms.append(x)
+            lengths.append(1)
+    if not terms:
+        raise ValueError("normalize_loss: the minibatch has no loss terms")
+    return terms, lengths
+
+
+def sum_loss(losses):
+    """The plain sum of every loss term of the minibatch."""
+    return ops.esum(_terms(losses)[0])
+
+
+def batch_mean_loss(losses):
+    """The summed loss divided by the number of examples (each example's terms summed along its sequence)."""
+    return sum_loss(losses) * (1.0 / len(losses))
+
+
+def max_len_loss(losses):
+    """The summed loss divided by the longest sequence in the minibatch (its number of loss terms)."""
+    # The deck's choice: one constant per minibatch keeps every token's weight equal within it (a long
+    # sentence counts for more, as in the plain sum), while the gradient scale stops growing with length.
+    terms, lengths = _terms(losses)
+    return ops.esum(terms) * (1.0 / max(lengths))
+
+
+def normalize_loss(losses, normalize="max_len"):
+    """One scalar loss for a minibatch from per-example losses (an Expression, or a list of per-token
+    Expressions, per example). ``normalize``: ``"max_len"`` (sum / longest sequence's length), ``"batch"``
+    (sum / number of examples) or ``"sum"``."""
+    if normalize not in NORMALIZE:
+        raise ValueError(f"unknown normalize {normalize!r}: expected one of {NORMALIZE}")
+    return {"max_len": max_len_loss, "batch": batch_mean_loss, "sum": sum_loss}[normalize](losses)
+
+
+# ---- early stopping -----------------------------------------------------------------------------------------
+
+
+class EarlyStopping:
+    """Tracks a dev metric, keeps a copy of the parameters at its best, and says when ``patience`` epochs
+    in a row have failed to improve it by more than ``min_delta``::
+
+        stopper = EarlyStopping(patience=3, mode="max")
+        for epoch in ...:
+            if stopper.update(evaluate(dev), pc):
+                break
+        stopper.restore(pc)
+    """
+
+    def __init__(self, patience=3, mode="max", min_delta=0.0):
+        if mode not in ("max", "min"):
+            raise ValueError(f"EarlyStopping: mode must be 'max' or 'min', got {mode!r}")
+        if patience is not None and patience < 1:
+            raise ValueError(f"EarlyStopping: patience must be >= 1 (or None: never stop), got {patience}")
+        self.patience, self.mode, self.min_delta = patience, mode, float(min_delta)
+        self.best = None
+        self.best_epoch = None
+        self.bad_epochs = 0
+        self.epochs = 0
+        self.improved = False
+        self.best_params = None  # {name: NumPy copy}
+
+    def _better(self, metric):
+        if metric is None or not math.isfinite(metric):
+            return False
+        if self.best is None:
+            return True
+        return metric > self.best + self.min_delta if self.mode == "max" else metric < self.best - self.min_delta
+
+    def update(self, metric, pc):
+        """Record one epoch's metric; snapshot ``pc`` when it improved. Returns True when training should stop."""
+        self.epochs += 1
+        self.improved = self._better(metric)
+        if self.improved:
+            self.best, self.best_epoch, self.bad_epochs = float(metric), self.epochs, 0
+            self.best_params = {p.name: p.value() for p in pc.parameters()}
+        else:
+            self.bad_epochs += 1
+        return self.should_stop
+
+    @property
+    def should_stop(self):
+        """True once ``patience`` epochs in a row brought no improvement."""
+        return self.patience is not None and self.bad_epochs >= self.patience
+
+    def restore(self, pc):
+        """Copy the best parameters back into ``pc`` (no-op before any improvement)."""
+        if self.best_params is not None:
+            for p in pc.parameters():
+                p.set_value(self.best_params[p.name])
+
+    def state_dict(self):
+        """Everything needed to continue identically after a resume (the best snapshot included)."""
+        return {k: getattr(self, k) for k in ("patience", "mode", "min_delta", "best", "best_epoch",
+                                              "bad_epochs", "epochs", "improved", "best_params")}
+
+    def load_state_dict(self, sd):
+        """Restore what ``state_dict`` returned."""
+        for k, v in sd.items():
+            setattr(self, k, v)
+
+
+# ---- plots ------------------------------------------------------------------------------------------------
+
+
+def _line_plot(path, series, title, xlabel, ylabel, hline=None, log=False):
+    # The Agg canvas directly, not pyplot: no global figure state, no GUI backend, safe in worker processes.
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(6, 3.5), dpi=100)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    for label, (x, y) in series.items():
+        x, y = list(x), list(y)
+        ax.plot(x, y, marker="o" if len(x) < 30 else None, ms=3, lw=1, label=label)
+    if hline is not None:
+        ax.axhline(hline, color="red", ls="--", lw=1, label=f"clip at {hline:.3g}")
+    if log and any(v is not None and v > 0 for _, ys in series.values() for v in ys):
+        ax.set_yscale("log")
+    ax.set_title(title)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    if len(series) > 1 or hline is not None:
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path)
+
+
+# ---- the training loop --------------------------------------------------------------------------------------
+
+
+def _rng_state(rng):
+    return rng.bit_generator.state
+
+
+def _set_rng_state(rng, state):
+    rng.bit_generator.state = state
+
+
+class Trainer:
+    """Trains any model written per example. Per minibatch: ``renew_cg(strategy)``, ``loss_fn(example)`` for
+    each example (an Expression, or a list of per-token loss Expressions), ``normalize_loss``, ``value()``,
+    ``backward()``, gradient-norm monitoring/clipping, ``optimizer.step()``.
+
+    - ``optimizer``: default ``Adam(pc)``.
+    - ``clip``: None (record the norm only), a max norm, ``"auto"`` (threshold from the first steps' norms),
+      or a ``GradNormMonitor``.
+    - ``evaluate(dev) -> float``: the dev metric after each epoch (``mode`` says whether higher is better);
+      with ``patience`` training stops after that many epochs without improvement, and with ``restore_best``
+      the best parameters are put back when ``fit`` returns.
+    - ``checkpoint_dir``: ``last.npz`` is written atomically after every epoch (``fit(resume=True)`` continues
+      from it); ``keep_epochs=True`` also keeps ``epoch_NNN.npz`` per epoch (for checkpoint ensembles).
+    - ``log_path``: one JSON object per epoch (``history`` holds the same records).
+    - ``progress``: a tqdm bar with examples/s, loss and gradient norm (default: when stderr is a terminal).
+    - ``seed``: the shuffling seed (default ``pc.seed``); ``sort_by`` groups similar examples (see
+      ``data.minibatches``).
+    """
+
+    def __init__(self, pc, loss_fn, optimizer=None, *, batch_size=32, normalize="max_len", strategy="agenda",
+                 clip=None, evaluate=None, mode="max", patience=None, min_delta=0.0, restore_best=True,
+                 checkpoint_dir=None, keep_epochs=False, log_path=None, progress=None, seed=None, sort_by=None):
+        if normalize not in NORMALIZE:
+            raise ValueError(f"unknown normalize {normalize!r}: expected one of {NORMALIZE}")
+        if strategy not in _graph.STRATEGIES:
+            raise ValueError(f"unknown strategy {strategy!r}: expected one of {_graph.STRATEGIES}")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if patience is not None and evaluate is None:
+            raise ValueError("patience needs an evaluate(dev) -> metric callback to watch")
+        self.pc, self.loss_fn = pc, loss_fn
+        self.optimizer = optimizer if optimizer is not None else Adam(pc)
+        self.batch_size, self.normalize, self.strategy = int(batch_size), normalize, strategy
+        self.monitor = clip if isinstance(clip, GradNormMonitor) else GradNormMonitor(clip)
+        self.evaluate = evaluate
+        self.stopper = EarlyStopping(patience, mode, min_delta) if evaluate is not None else None
+        self.restore_best = restore_best
+        self.checkpoint_dir, self.keep_epochs = checkpoint_dir, keep_epochs
+        self.log_path = log_path
+        self.progress = sys.stderr.isatty() if progress is None else bool(progress)
+        self.sort_by = sort_by
+        self.rng = np.random.default_rng(pc.seed if seed is None else seed)
+        self.epoch = 0  # completed epochs
+        self.step = 0  # completed optimiser steps
+        self.history = []  # one dict per completed epoch
+        self.step_losses = []
+        self.stopped = False
+
+    # ---- one minibatch ----
+
+    def train_batch(self, batch):
+        """One optimiser step on ``batch``; returns ``(loss value, gradient norm before clipping)``."""
+        _graph.renew_cg(strategy=self.strategy)
+        loss = normalize_loss([self.loss_fn(ex) for ex in batch], self.normalize)
+        if loss.shape not in ((), (1,)):
+            raise ValueError(f"loss_fn must return scalar losses; the minibatch loss has shape {loss.shape}")
+        value = float(np.asarray(loss.value()).reshape(()))
+        if not math.isfinite(value):
+            raise FloatingPointError(f"epoch {self.epoch + 1}, step {self.step + 1}: the loss is {value}; "
+                                     "renew_cg(check_finite=True) names the node that produced it")
+        self.pc.zero_grad()
+        loss.backward()
+        norm = self.monitor(self.pc)
+        if not math.isfinite(norm):
+            raise FloatingPointError(f"epoch {self.epoch + 1}, step {self.step + 1}: the gradient norm is "
+                                     f"{norm}; lower the learning rate or clip (clip=...)")
+        self.optimizer.step()
+        self.step += 1
+        self.step_losses.append(value)
+        return value, norm
+
+    # ---- epochs ----
+
+    def fit(self, train, dev=None, epochs=10, resume=False):
+        """Train until ``epochs`` epochs are complete in all (a resumed run counts those already done) or early
+        stopping says stop; returns ``history``. ``resume=True`` first loads ``checkpoint_dir/last.npz`` if
+        there is one."""
+        if resume:
+            if self.checkpoint_dir is None:
+                raise ValueError("fit(resume=True) needs the Trainer's checkpoint_dir")
+            last = os.path.join(self.checkpoint_dir, "last.npz")
+            if os.path.exists(last):
+                self.resume(last)
+        if dev is not None and self.evaluate is None:
+            raise ValueError("a dev set was given but no evaluate(dev) -> metric callback")
+        train = list(train)
+        if not train:
+            raise ValueError("the training set is empty")
+        if self.log_path is not None:  # start the log afresh, or from the resumed checkpoint's history
+            os.makedirs(os.path.dirname(os.path.abspath(self.log_path)), exist_ok=True)
+            _ckpt.atomic_write_text(self.log_path, "".join(json.dumps(r) + "\n" for r in self.history))
+        while self.epoch < epochs and not self.stopped:
+            self._run_epoch(train, dev, epochs)
+        if self.stopper is not None and self.restore_best:
+            self.stopper.restore(self.pc)
+        return self.history
+
+    def _run_epoch(self, train, dev, epochs):
+        from tqdm.auto import tqdm
+
+        t0 = time.perf_counter()
+        first_step = self.step
+        total = 0.0
+        # The bar is left on screen: one line per epoch with its examples/s, last loss and gradient norm, and
+        # the dev metric once it is known.
+        bar = tqdm(total=len(train), unit="ex", desc=f"epoch {self.epoch + 1}/{epochs}", disable=not self.progress,
+                   dynamic_ncols=True)
+        try:
+            for batch in _data.minibatches(train, self.batch_size, rng=self.rng, sort_by=self.sort_by):
+                value, norm = self.train_batch(batch)
+                total += value
+                bar.update(len(batch))
+                bar.set_postfix(loss=f"{value:.4g}", gnorm=f"{norm:.3g}", refresh=False)
+            seconds = time.perf_counter() - t0
+            self.epoch += 1
+            norms = np.array(self.monitor.norms[first_step:])
+            record = {
+                "epoch": self.epoch,
+                "step": self.step,
+                "train_loss": total / max(1, self.step - first_step),
+                "grad_norm_median": float(np.median(norms)),
+                "grad_norm_max": float(norms.max()),
+                "clip": self.monitor.threshold,
+                "lr": self.optimizer.lr,
+                "examples_per_s": len(train) / seconds if seconds > 0 else None,
+                "seconds": seconds,
+            }
+            postfix = dict(loss=f"{record['train_loss']:.4g}", gnorm=f"{record['grad_norm_median']:.3g}")
+            if dev is not None:
+                metric = self.evaluate(dev)
+                metric = None if metric is None else float(metric)
+                self.stopped = self.stopper.update(metric, self.pc)
+                record.update(dev_metric=metric, best_dev=self.stopper.best, best_epoch=self.stopper.best_epoch)
+                postfix["dev"] = "none" if metric is None else f"{metric:.4g}"
+            bar.set_postfix(postfix, refresh=False)
+        finally:
+            bar.close()
+        self.history.append(record)
+        if self.checkpoint_dir is not None:
+            os.makedirs(self.checkpoint_dir, exist_ok=True)
+            self.save(os.path.join(self.checkpoint_dir, "last.npz"))
+            if self.keep_epochs:
+                self.save(os.path.join(self.checkpoint_dir, f"epoch_{self.epoch:03d}.npz"))
+        if self.log_path is not None:
+            with open(self.log_path, "a", encoding="utf-8") as f:
+                f.write(json.dumps(record) + "\n")
+
+    # ---- checkpoints ----
+
+    def state_dict(self):
+        """The loop's own state (counters, RNG streams, history, monitor, early stopping)."""
+        return {
+            "epoch": self.epoch, "step": self.step, "stopped": self.stopped,
+            "rng": _rng_state(self.rng), "pc_rng": _rng_state(self.pc.rng),
+            "history": self.history, "step_losses": np.array(self.step_losses, dtype=float),
+            "monitor": self.monitor.state_dict(),
+            "stopper": None if self.stopper is None else self.stopper.state_dict(),
+        }
+
+    def load_state_dict(self, sd):
+        """Restore what ``state_dict`` returned."""
+        self.epoch, self.step, self.stopped = int(sd["epoch"]), int(sd["step"]), bool(sd["stopped"])
+        _set_rng_state(self.rng, sd["rng"])
+        _set_rng_state(self.pc.rng, sd["pc_rng"])
+        self.history = list(sd["history"])
+        self.step_losses = [float(x) for x in np.asarray(sd["step_losses"]).reshape(-1)]
+        self.monitor.load_state_dict(sd["monitor"])
+        if (sd["stopper"] is None) != (self.stopper is None):
+            raise ValueError("the checkpoint and this Trainer disagree on early stopping (evaluate=)")
+        if self.stopper is not None:
+            self.stopper.load_state_dict(sd["stopper"])
+
+    def save(self, path):
+        """Write parameters, optimiser and loop state to ``path`` (atomically)."""
+        _ckpt.save_checkpoint(path, self.pc, self.optimizer, trainer=self.state_dict())
+
+    def resume(self, path):
+        """Load a checkpoint written by ``save`` so the next ``fit`` continues exactly where it stopped (``fit``
+        then rewrites the log from the checkpoint's history: an epoch interrupted after it was logged but
+        before it was saved is run again and logged once)."""
+        extra = _ckpt.load_checkpoint(path, self.pc, self.optimizer)
+        if "trainer" not in extra:
+            raise ValueError(f"{path} holds no Trainer state (it was written by save_checkpoint, not Trainer.save)")
+        self.load_state_dict(extra["trainer"])
+        return self
+
+    # ---- plots ----
+
+    def plot(self, folder):
+        """Save ``loss.png`` (per step and per epoch), ``dev.png`` (the dev metric per epoch, when there is
+        one) and ``grad_norm.png`` (per step, with the clipping threshold) in ``folder``; returns their paths."""
+        os.makedirs(folder, exist_ok=True)
+        epochs = [r["epoch"] for r in self.history]
+        steps_per_epoch = [r["step"] for r in self.history]
+        paths = [os.path.join(folder, "loss.png")]
+        _line_plot(paths[0], {"per step": (range(1, len(self.step_losses) + 1), self.step_losses),
+                              "epoch mean": (steps_per_epoch, [r["train_loss"] for r in self.history])},
+                   "training loss", "step", "loss")
+        dev = [(e, r["dev_metric"]) for e, r in zip(epochs, self.history) if r.get("dev_metric") is not None]
+        if dev:
+            paths.append(os.path.join(folder, "dev.png"))
+            _line_plot(paths[-1], {"dev": tuple(zip(*dev))}, "dev metric", "epoch", "metric")
+        paths.append(self.monitor.plot(os.path.join(folder, "grad_norm.png")))
+        return paths
+
+
+def fit(pc, loss_fn, train, dev=None, epochs=10, resume=False, **trainer_kwargs):
+    """Make a ``Trainer(pc, loss_fn, **trainer_kwargs)`` and run ``fit(train, dev, epochs, resume)``; returns
+    the Trainer (its ``history``, ``plot``, ``monitor``...)."""
+    trainer = Trainer(pc, loss_fn, **trainer_kwargs)
+    trainer.fit(train, dev, epochs, resume)
+    return trainer
