@@ -8,8 +8,9 @@ from kernels.structure import SparseRows
 from .graph import STRIDE
 
 # How a batch reads one of its inputs: a parameter/constant passed once, a contiguous slice of an earlier
-# batch's output (a view: the common case along recurrent chains), rows taken from one batch, or a stack.
-SHARED, SLICE, TAKE, STACK = range(4)
+# batch's output (a view: the common case along recurrent chains), rows taken from one batch, or runs of
+# consecutive rows from several batches, joined (two directions of a BiLSTM merged into one batch).
+SHARED, SLICE, TAKE, RUNS = range(4)
 
 
 class Batch:
@@ -47,9 +48,14 @@ def _gather(graph, src):
     if bs.count(b0) == size:
         idx = np.array(locs, dtype=np.intp) - b0 * STRIDE
         return graph.batches[b0].out[backend.xp.asarray(idx)], (TAKE, b0, idx, len(set(locs)) == size)
-    ps = [loc - b * STRIDE for loc, b in zip(locs, bs)]
+    runs, start = [], 0
+    for k in range(1, size + 1):
+        if k == size or locs[k] != locs[k - 1] + 1:
+            b, p = divmod(locs[start], STRIDE)
+            runs.append((b, p, p + k - start))
+            start = k
     batches = graph.batches
-    return backend.xp.stack([batches[b].out[p] for b, p in zip(bs, ps)]), (STACK, bs, ps)
+    return backend.xp.concatenate([batches[b].out[p:q] for b, p, q in runs]), (RUNS, runs)
 
 
 def run_forward(graph, plan):
@@ -186,7 +192,9 @@ def run_backward(graph, target):
                     else:
                         backend.scatter_add(buffer(plan[1]), idx, gi)
             else:
-                for k, (b, p) in enumerate(zip(plan[1], plan[2])):
+                k = 0
+                for b, p, q in plan[1]:
                     if wants(b):
-                        buffer(b)[p] += gi[k]
+                        buffer(b)[p:q] += gi[k:k + q - p]
+                    k += q - p
     graph.backward_batches += count

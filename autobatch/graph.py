@@ -16,6 +16,7 @@ STRIDE = 1 << 32  # node locations: batch id * STRIDE + position
 
 # The dtype of the most recently created ParameterCollection: what inputs and constants default to.
 default_dtype = [np.dtype(np.float32)]
+latest_collection = [None]  # the most recently created ParameterCollection
 
 
 class Signature:
@@ -192,6 +193,12 @@ class Graph:
             (value_hook[0] or Graph.forward)(self, n)
         b, p = divmod(self.n_loc[n], STRIDE)
         return self.batches[b].out[p]
+
+    def collection(self):
+        """The ParameterCollection this graph reads (that of its first parameter; else the latest created)."""
+        for param in self._param_node:
+            return param.collection
+        return latest_collection[0]
 
     def batch_of(self, n):
         """The id of the batch node ``n`` ran in (-1 if it has not run)."""

@@ -179,6 +179,7 @@ class ParameterCollection:
         self.rng = np.random.default_rng(seed)
         self._params = []
         _graph.default_dtype[0] = self.dtype
+        _graph.latest_collection[0] = self
 
     def _add(self, cls, shape, init, name):
         shape = tuple(int(s) for s in (shape if isinstance(shape, (tuple, list)) else (shape,)))

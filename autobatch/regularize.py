@@ -69,11 +69,12 @@ def noise(pc):
 
 
 def graph_noise(g, op):
-    """The stream of the collection whose parameters graph ``g`` reads (the first one it read)."""
-    for param in g._param_node:
-        return noise(param.collection)
-    raise ValueError(errors.at(f"{op}: no parameter is used in this graph yet, so there is no collection whose "
-                               f"seeded stream could draw the mask; pass noise="))
+    """The stream of the collection whose parameters graph ``g`` reads (else the latest created one)."""
+    pc = g.collection()
+    if pc is None:
+        raise ValueError(errors.at(f"{op}: no ParameterCollection exists, so there is no seeded stream to draw "
+                                   f"the mask from; pass noise="))
+    return noise(pc)
 
 
 def check_p(op, name, p):

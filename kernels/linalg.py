@@ -28,16 +28,26 @@ def matmul_vjp(g, y, a, x, *, xvec):
     return ga, (gx.sum(0) if x.ndim == 2 else gx)
 
 
+def _product_shared(a, x, xvec):
+    return a.ndim == 2 and x.ndim == (1 if xvec else 2)
+
+
 def affine(b, a, x, *, xvec):
     """b + a @ x as one kernel (the bias add fused into the product's output)."""
     y = matmul(a, x, xvec=xvec)
+    if _product_shared(a, x, xvec):  # one product for the whole batch, a bias per example
+        return b + y
     y += b
     return y
 
 
 def affine_vjp(g, y, b, a, x, *, xvec):
+    gb = g if b.ndim == g.ndim else g.sum(0)
+    if _product_shared(a, x, xvec):
+        gs = g.sum(0)
+        return gb, (backend.xp.outer(gs, x) if xvec else gs @ x.T), a.T @ gs
     ga, gx = matmul_vjp(g, y, a, x, xvec=xvec)
-    return (g if b.ndim == g.ndim else g.sum(0)), ga, gx
+    return gb, ga, gx
 
 
 def transpose(x):

@@ -79,7 +79,11 @@ CASES = {
                     lambda k, b, W, x: b + W @ x, shared=(0, 1)),
                Case(lambda k, b, W, x: ab.affine(b, W, x), [(4,), (4, 3), (3,)], lambda k, b, W, x: b + W @ x),
                Case(lambda k, b, W, x: ab.affine(b, W, x), [(4, 2), (4, 3), (3, 2)],
-                    lambda k, b, W, x: b + W @ x, shared=(1,))],
+                    lambda k, b, W, x: b + W @ x, shared=(1,)),
+               Case(lambda k, b, W, x: ab.affine(b, W, x), [(4,), (4, 3), (3,)],  # the product is a constant
+                    lambda k, b, W, x: b + W @ x, shared=(1, 2)),
+               Case(lambda k, b, W, x: ab.affine(b, W, x), [(4, 2), (4, 3), (3, 2)],
+                    lambda k, b, W, x: b + W @ x, shared=(1, 2))],
     "transpose": [unary(ab.transpose, lambda x: x.T, shape=(2, 3))],
     "reshape": [Case(lambda k, x: ab.reshape(x, (3, 2)), [(6,)], lambda k, x: x.reshape(3, 2))],
     "softmax": [unary(ab.softmax, lambda x: np_softmax(x, -1), shape=(5,)),
