@@ -17,11 +17,11 @@ class Batch:
     """One executed group: its signature, nodes (in output order), output, inputs, how they were read, the
     per-node data, and what the kernel saved for its VJP."""
 
-    __slots__ = ("sig", "nodes", "out", "inputs", "plans", "aux", "res")
+    __slots__ = ("sig", "nodes", "out", "inputs", "plans", "aux", "res", "kw")
 
-    def __init__(self, sig, nodes, out, inputs, plans, aux, res):
-        self.sig, self.nodes, self.out, self.inputs, self.plans, self.aux, self.res = (
-            sig, nodes, out, inputs, plans, aux, res)
+    def __init__(self, sig, nodes, out, inputs, plans, aux, res, kw):
+        self.sig, self.nodes, self.out, self.inputs, self.plans, self.aux, self.res, self.kw = (
+            sig, nodes, out, inputs, plans, aux, res, kw)
 
 
 def _order(graph, nodes, args, sig):
@@ -58,18 +58,46 @@ def _gather(graph, src):
     return backend.xp.concatenate([batches[b].out[p:q] for b, p, q in runs]), (RUNS, runs)
 
 
+def _gather_rows(graph, src):
+    """Like ``_gather`` for sequence nodes: each contributes its rows, packed one node after another."""
+    n_loc, n_rows = graph.n_loc, graph.n_rows
+    runs = []  # maximal runs of consecutive rows: (batch, start, stop)
+    for a in src:
+        b, p = divmod(n_loc[a], STRIDE)
+        q = p + n_rows[a]
+        if runs and runs[-1][0] == b and runs[-1][2] == p:
+            runs[-1] = (b, runs[-1][1], q)
+        else:
+            runs.append((b, p, q))
+    batches = graph.batches
+    if len(runs) == 1:
+        b, p, q = runs[0]
+        return batches[b].out[p:q], (SLICE, b, p)
+    b0 = runs[0][0]
+    if all(r[0] == b0 for r in runs):
+        idx = np.concatenate([np.arange(p, q) for _, p, q in runs])
+        return batches[b0].out[backend.xp.asarray(idx)], (TAKE, b0, idx, len(set(src)) == len(src))
+    return backend.xp.concatenate([batches[b].out[p:q] for b, p, q in runs]), (RUNS, runs)
+
+
 def run_forward(graph, plan):
     """Execute each batch of ``plan`` in order."""
     n_sig, n_args, n_aux, n_loc, batches = graph.n_sig, graph.n_args, graph.n_aux, graph.n_loc, graph.batches
+    n_rows = graph.n_rows
     for nodes in plan:
         sig = n_sig[nodes[0]]
         prim = sig.prim
         args = [n_args[n] for n in nodes]
-        if len(nodes) > 1:
+        build = prim.seq == "build"
+        if len(nodes) > 1 and not build:
             nodes, args = _order(graph, nodes, args, sig)
         size = len(nodes)
-        inputs, plans = [], []
-        if prim.stacks:  # one gather for all terms of all nodes: a sum of a thousand losses is one read
+        inputs, plans, kw = [], [], sig.kw
+        if build:  # a sequence from its rows: all rows of all nodes, packed, in one read
+            x, p = _gather(graph, [a for t in args for a in t])
+            inputs.append(x)
+            plans.append(p)
+        elif prim.stacks:  # one gather for all terms of all nodes: a sum of a thousand losses is one read
             x, p = _gather(graph, [a for t in args for a in t])
             inputs.append(x.reshape((size, len(args[0])) + x.shape[1:]))
             plans.append(p)
@@ -80,36 +108,52 @@ def run_forward(graph, plan):
                     b, pos = divmod(n_loc[a], STRIDE)
                     x, p = batches[b].out[pos], (SHARED, a)
                 else:
-                    x, p = _gather(graph, [t[j] for t in args])
+                    col = [t[j] for t in args]
+                    x, p = _gather_rows(graph, col) if j in sig.seq_inputs else _gather(graph, col)
                     if sig.expand[j]:  # align a lower-rank batched input for broadcasting against the output
-                        x = x.reshape((size,) + (1,) * (len(sig.shape) - x.ndim + 1) + x.shape[1:])
+                        x = x.reshape((len(x),) + (1,) * (len(sig.shape) - x.ndim + 1) + x.shape[1:])
                 inputs.append(x)
                 plans.append(p)
+            if sig.seq_inputs and prim.seq != "rows":  # the kernel walks each example's rows itself
+                j = sig.seq_inputs[0]
+                kw = dict(kw, lengths=np.array([n_rows[t[j]] for t in args], np.intp))
         aux = None
-        if prim.aux == "index":
-            aux = backend.xp.asarray(np.array([n_aux[n] for n in nodes], np.intp))
-        elif prim.aux == "list":
-            aux = [n_aux.get(n) for n in nodes]
-        out = prim.fwd(*inputs, **sig.kw) if aux is None else prim.fwd(aux, *inputs, **sig.kw)
+        if prim.aux is not None:
+            per_node = [n_aux.get(n) for n in nodes]
+            if sig.ragged and prim.seq == "rows":  # per-row data (a word id, a target) for every row
+                aux = backend.xp.asarray(np.concatenate(per_node))
+            elif prim.aux == "index":
+                aux = backend.xp.asarray(np.array(per_node, np.intp))
+            else:
+                aux = per_node
+        out = prim.fwd(*inputs, **kw) if aux is None else prim.fwd(aux, *inputs, **kw)
         res = None
         if prim.residual:
             out, res = out
-        if out.shape != (size,) + sig.shape:
-            raise RuntimeError(f"kernel {prim.name} returned shape {out.shape}, expected {(size,) + sig.shape}")
+        counts = [n_rows[n] for n in nodes] if sig.ragged else None
+        total = size if counts is None else sum(counts)
+        if out.shape != (total,) + sig.shape:
+            raise RuntimeError(f"kernel {prim.name} returned shape {out.shape}, expected {(total,) + sig.shape}")
         bid = len(batches)
-        batches.append(Batch(sig, nodes, out, inputs, plans, aux, res))
+        batches.append(Batch(sig, nodes, out, inputs, plans, aux, res, kw))
         base = bid * STRIDE
-        for k, n in enumerate(nodes):
-            n_loc[n] = base + k
+        if counts is None:
+            for k, n in enumerate(nodes):
+                n_loc[n] = base + k
+        else:
+            for n, c in zip(nodes, counts):
+                n_loc[n] = base
+                base += c
         if graph.check_finite and not bool(backend.xp.isfinite(out).all()):
-            _report_nonfinite(graph, batches[bid])
+            _report_nonfinite(graph, batches[bid], counts)
 
 
-def _report_nonfinite(graph, batch):
-    bad = np.flatnonzero(~np.isfinite(backend.asnumpy(batch.out)).reshape(len(batch.nodes), -1).all(1))[0]
-    n = batch.nodes[bad]
+def _report_nonfinite(graph, batch, counts):
+    bad_row = np.flatnonzero(~np.isfinite(backend.asnumpy(batch.out)).reshape(len(batch.out), -1).all(1))[0]
+    k = bad_row if counts is None else int(np.searchsorted(np.cumsum(counts), bad_row, side="right"))
+    n = batch.nodes[k]
     raise FloatingPointError(f"{batch.sig.prim.name}: non-finite value (NaN or inf) in node {n} of shape "
-                             f"{batch.sig.shape}, built at {graph.n_site[n]}")
+                             f"{graph.shape_of(n)}, built at {graph.n_site[n]}")
 
 
 def unbroadcast(g, shape):
@@ -139,7 +183,7 @@ def run_backward(graph, target):
         return sig.prim.vjp is not None or sig.param is not None
 
     top, pos = divmod(n_loc[target], STRIDE)
-    buffer(top)[pos] = 1
+    buffer(top)[pos:pos + graph.n_rows.get(target, 1)] = 1
     count = 0
     for bid in range(top, -1, -1):
         g = grads.pop(bid, None)
@@ -152,7 +196,7 @@ def run_backward(graph, target):
             sig.param.accumulate(g[0])
             continue
         prim = sig.prim
-        kw = sig.kw if batch.res is None else dict(sig.kw, res=batch.res)
+        kw = batch.kw if batch.res is None else dict(batch.kw, res=batch.res)
         if batch.aux is None:
             gins = prim.vjp(g, batch.out, *batch.inputs, **kw)
         else:

@@ -3,6 +3,11 @@
 Storage is a set of parallel lists indexed by node id (no object per node), and everything a node's batch
 needs to know — primitive, attributes, output shape, dtype, which inputs are shared — lives in its signature,
 computed once per distinct signature. Building a node is therefore a tuple, a dict look-up and a few appends.
+
+A node's value is either one array of its signature's shape, or a *sequence*: T rows of that shape, T differing
+from example to example (a sentence's word vectors). Signatures ignore T, so sentences of any lengths share
+kernels: a batch of sequences is their rows packed one after another, and an op applied row by row (a product
+with a weight matrix, tanh, a loss per word) runs over all the words of all the sentences in one call.
 """
 import time
 
@@ -20,20 +25,24 @@ latest_collection = [None]  # the most recently created ParameterCollection
 
 
 class Signature:
-    """What nodes must share to run in one kernel call: op, attributes, input shapes and dtypes, and the
-    identity of shared inputs. ``kp`` numbers the (shape, dtype) pair; consumers put it in their own keys."""
+    """What nodes must share to run in one kernel call: op, attributes, input shapes, dtypes and whether they
+    are sequences, and the identity of shared inputs. ``kp`` numbers the (shape, dtype, sequence) triple;
+    consumers put it in their own keys. ``shape`` is a sequence's row shape."""
 
-    __slots__ = ("id", "prim", "attrs", "kw", "shape", "dtype", "kp", "shared", "expand", "batchable", "param")
+    __slots__ = ("id", "prim", "attrs", "kw", "shape", "dtype", "kp", "shared", "expand", "batchable", "param",
+                 "ragged", "seq_inputs")
 
-    def __init__(self, sid, prim, attrs, shape, dtype, kp, shared, expand, batchable, param=None):
+    def __init__(self, sid, prim, attrs, shape, dtype, kp, shared, expand, batchable, param=None, ragged=False,
+                 seq_inputs=()):
         self.id, self.prim, self.attrs, self.kw = sid, prim, attrs, dict(attrs)
         self.shape, self.dtype, self.kp = shape, dtype, kp
         self.shared, self.expand, self.batchable, self.param = shared, expand, batchable, param
+        self.ragged, self.seq_inputs = ragged, seq_inputs  # output is a sequence; which inputs are
 
     def describe(self):
-        """A short human-readable form, e.g. ``matmul(W0 shared, (128,)) -> (64,)``."""
+        """A short human-readable form, e.g. ``matmul, xvec=True -> (64,)`` (``[T] x`` for sequences)."""
         kw = "".join(f", {k}={v}" for k, v in self.attrs if k not in ("shape", "dtype"))
-        return f"{self.prim.name}{kw} -> {self.shape}"
+        return f"{self.prim.name}{kw} -> {'[T] x ' if self.ragged else ''}{self.shape}"
 
 
 class Graph:
@@ -46,6 +55,7 @@ class Graph:
         self.check_finite = check_finite
         self.n_sig, self.n_args, self.n_depth = [], [], []
         self.n_aux = {}  # per-node data (an index, an input array), only for the nodes that have some
+        self.n_rows = {}  # a sequence node's row count T
         # Where each executed node's value lives, as one int: batch id * STRIDE + position in the batch
         # (-1 before it runs). One int sorts, compares and tests contiguity faster than a pair.
         self.n_loc = []
@@ -64,31 +74,64 @@ class Graph:
 
     # ---- building ----------------------------------------------------------------------------------------
 
-    def _new_signature(self, key, prim, attrs, args, batchable=True, param=None):
+    def _new_signature(self, key, prim, attrs, args, batchable=True, param=None, rows=None):
         n_sig = self.n_sig
         shapes = [n_sig[a].shape for a in args]
         dtypes = {n_sig[a].dtype for a in args}
         if len(dtypes) > 1:
             raise TypeError(errors.at(f"{prim.name}: inputs mix dtypes {sorted(map(str, dtypes))}; "
                                       f"convert with input_tensor(..., dtype=) so all match"))
+        shared = tuple(p < 0 for p in key[2:2 + len(args)]) if batchable else (False,) * len(args)
+        for j in prim.must_share:
+            if not shared[j]:
+                raise ValueError(errors.at(f"{prim.name}: input {j} must be a parameter (one value for the whole "
+                                           f"batch), got a per-example value of shape {shapes[j]}"))
+        seq_inputs = tuple(j for j, a in enumerate(args) if n_sig[a].ragged)
+        ragged = rows is not None or prim.seq == "build"
+        if seq_inputs:
+            ragged = self._check_sequence_inputs(prim, args, shared, seq_inputs)
         kw = dict(attrs)
         try:
             shape = tuple(prim.shape(shapes, **kw))
         except ShapeError as e:
             raise ValueError(errors.at(f"{prim.name}: {e}")) from None
         dtype = dtypes.pop() if dtypes else kw.get("dtype")
-        shared = tuple(p < 0 for p in key[2:]) if batchable else (False,) * len(args)
         expand = tuple(prim.kind == "elementwise" and not sh and len(s) < len(shape)
                        for s, sh in zip(shapes, shared))
-        kp = self._kinds.setdefault((shape, dtype), len(self._kinds))
-        sig = Signature(len(self.signatures), prim, attrs, shape, dtype, kp, shared, expand, batchable, param)
+        kp = self._kinds.setdefault((shape, dtype, ragged), len(self._kinds))
+        sig = Signature(len(self.signatures), prim, attrs, shape, dtype, kp, shared, expand, batchable, param,
+                        ragged, seq_inputs)
         self._sigs[key] = sig
         self.signatures.append(sig)
         return sig
 
-    def add(self, prim, args, attrs=(), aux=None):
-        """Record a node of ``prim`` over input node ids ``args``; returns its id. Nothing is computed."""
+    def _check_sequence_inputs(self, prim, args, shared, seq_inputs):
+        """Whether a node over these inputs (some sequences) gives a sequence; refuses what cannot work."""
+        if prim.seq in ("none", "build"):
+            raise ValueError(errors.at(f"{prim.name}: does not take sequences (input {seq_inputs[0]} is one); "
+                                       f"use rows(x) for its rows"))
+        if prim.seq == "rows":
+            single = [j for j, a in enumerate(args) if not shared[j] and j not in seq_inputs]
+            if single:
+                raise ValueError(errors.at(f"{prim.name}: mixes sequences (inputs {list(seq_inputs)}) with a "
+                                           f"single value per example (input {single[0]}); a per-row op needs "
+                                           f"every per-example input to be a sequence of the same length"))
+        return prim.seq in ("rows", "keep")
+
+    def _sequence_rows(self, n, sig, args):
+        """Row count of a new sequence node: its inputs' (which must agree, for a per-row op)."""
+        n_rows = self.n_rows
+        counts = {n_rows[args[j]] for j in sig.seq_inputs}
+        if len(counts) > 1:
+            raise ValueError(errors.at(f"{sig.prim.name}: sequences of different lengths {sorted(counts)}"))
+        n_rows[n] = counts.pop()
+
+    def add(self, prim, args, attrs=(), aux=None, rows=None):
+        """Record a node of ``prim`` over input node ids ``args``; returns its id. Nothing is computed.
+        ``rows``: the node is a sequence of that many rows (one per item of its per-node data)."""
         n_sig, static, n_depth = self.n_sig, self.static, self.n_depth
+        if prim.seq == "build":
+            return self._add_sequence(prim, args, attrs)
         if static.isdisjoint(args):  # the common case, unrolled: this is the hottest line of model code
             k = len(args)
             if k == 1:
@@ -115,8 +158,15 @@ class Graph:
         else:
             key = (prim, attrs, *[n_sig[a].kp for a in args])
             depth = max(map(n_depth.__getitem__, args)) + 1
-        sig = self._sigs.get(key) or self._new_signature(key, prim, attrs, args)
+        if rows is not None:
+            key += ("rows",)
+        sig = self._sigs.get(key) or self._new_signature(key, prim, attrs, args, rows=rows)
         n = len(n_sig)
+        if sig.ragged:
+            if rows is not None:
+                self.n_rows[n] = rows
+            else:
+                self._sequence_rows(n, sig, args)
         n_sig.append(sig)
         self.n_args.append(args)
         n_depth.append(depth)
@@ -124,6 +174,19 @@ class Graph:
             self.n_aux[n] = aux
         if self.n_site is not None:
             self.n_site.append(errors.user_site())
+        return n
+
+    def _add_sequence(self, prim, args, attrs):
+        # The row count is not part of the signature: sequences of every length share one kernel call.
+        n_sig = self.n_sig
+        kinds = {n_sig[a].kp for a in args}
+        key = (prim, attrs, n_sig[args[0]].kp)
+        sig = self._sigs.get(key) or self._new_signature(key, prim, attrs, args[:1])
+        if len(kinds) > 1 or sig.seq_inputs:
+            raise ValueError(errors.at(f"{prim.name}: rows must be single values of one shape and dtype, got "
+                                       f"{sorted({self.shape_of(a) for a in args})}"))
+        n = self._append(sig, args, max(map(self.n_depth.__getitem__, args)) + 1)
+        self.n_rows[n] = len(args)
         return n
 
     def _add_static(self, prim, args, attrs):
@@ -192,7 +255,14 @@ class Graph:
         if n >= len(self.n_loc) or self.n_loc[n] < 0:
             (value_hook[0] or Graph.forward)(self, n)
         b, p = divmod(self.n_loc[n], STRIDE)
-        return self.batches[b].out[p]
+        rows = self.n_rows.get(n)
+        return self.batches[b].out[p] if rows is None else self.batches[b].out[p:p + rows]
+
+    def shape_of(self, n):
+        """The full shape of node ``n``'s value (a sequence's starts with its row count)."""
+        rows = self.n_rows.get(n)
+        shape = self.n_sig[n].shape
+        return shape if rows is None else (rows,) + shape
 
     def collection(self):
         """The ParameterCollection this graph reads (that of its first parameter; else the latest created)."""

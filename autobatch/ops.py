@@ -65,8 +65,13 @@ class Expression(Operators):
 
     @property
     def shape(self):
-        """The shape of one example's value (no batch axis)."""
-        return self.g.n_sig[self.i].shape
+        """The shape of one example's value (no batch axis); a sequence's starts with its row count."""
+        return self.g.shape_of(self.i)
+
+    @property
+    def is_sequence(self):
+        """True for a sequence: rows whose count may differ between examples (see ``sequence``)."""
+        return self.g.n_sig[self.i].ragged
 
     @property
     def dtype(self):
@@ -194,9 +199,28 @@ def parameter(p):
     return Expression(g, g.param_node(p))
 
 
+def _indices(op, ids, size):
+    """A list of ints as an index array in [0, size), checked at once."""
+    ids = np.asarray(ids)
+    if ids.ndim != 1 or not len(ids):
+        raise ValueError(errors.at(f"{op}: needs an int or a non-empty 1-d list of ints, got shape {ids.shape}"))
+    if ids.dtype.kind not in "iu":
+        raise TypeError(errors.at(f"{op}: indices must be ints, got dtype {ids.dtype}"))
+    bad = ids[(ids < 0) | (ids >= size)]
+    if len(bad):
+        raise IndexError(errors.at(f"{op}: index {int(bad[0])} out of range for size {size}"))
+    return ids.astype(np.intp)
+
+
 def lookup(table, i):
-    """Row ``i`` of a lookup parameter (``E[i]`` is the same); all lookups of one table run as one gather."""
+    """Row ``i`` of a lookup parameter (``E[i]`` is the same); all lookups of one table run as one gather.
+    With a list of ids, the rows as one sequence (a sentence's embeddings: one node, however long)."""
     g = _graph._current[0]
+    if isinstance(i, (list, tuple, np.ndarray)):
+        ids = _indices(f"lookup {table.name}", i, len(table.data))
+        node = table._node
+        return Expression(g, g.add(R.LOOKUP, (node[1] if node[0] is g else g.param_node(table),), (), ids,
+                                   rows=len(ids)))
     if type(i) is not int or not 0 <= i < len(table.data):
         i = _index(f"lookup {table.name}", i, len(table.data))
     node = table._node
@@ -303,13 +327,37 @@ def pick(x, i):
 
 
 def pick_neg_log_softmax(x, i):
-    """``-log softmax(x)[i]`` for a vector of logits: the cross-entropy loss, as one node."""
+    """``-log softmax(x)[i]`` for a vector of logits: the cross-entropy loss, as one node. For a sequence of
+    logit vectors, ``i`` lists one target per row and the result is the sequence of the rows' losses."""
     g = _graph._current[0]
     n = _node(g, x)
-    shape = g.n_sig[n].shape
-    if len(shape) != 1:
-        raise ValueError(errors.at(f"pick_neg_log_softmax: needs a vector of logits, got shape {shape}"))
-    return Expression(g, g.add(R.PICK_NLS, (n,), (), _index("pick_neg_log_softmax", i, shape[0])))
+    sig = g.n_sig[n]
+    if len(sig.shape) != 1:
+        raise ValueError(errors.at(f"pick_neg_log_softmax: needs a vector of logits, got shape {sig.shape}"))
+    if sig.ragged:
+        ids = _indices("pick_neg_log_softmax", i, sig.shape[0])
+        if len(ids) != g.n_rows[n]:
+            raise ValueError(errors.at(f"pick_neg_log_softmax: {len(ids)} targets for a sequence of "
+                                       f"{g.n_rows[n]} rows"))
+        return Expression(g, g.add(R.PICK_NLS, (n,), (), ids))
+    return Expression(g, g.add(R.PICK_NLS, (n,), (), _index("pick_neg_log_softmax", i, sig.shape[0])))
+
+
+def sequence(xs):
+    """A sequence from a list of same-shape expressions (its rows). A sequence is one node however long, and
+    per-row ops on it (``W @ s``, ``tanh``, ``concat``, losses) run over all rows of all examples at once."""
+    xs = _nonempty("sequence", xs)
+    g = _graph._current[0]
+    return Expression(g, g.add(R.SEQUENCE, tuple([_node(g, x) for x in xs])))
+
+
+def rows(s):
+    """The rows of a sequence, as a list of expressions."""
+    g = _graph._current[0]
+    n = _node(g, s)
+    if not g.n_sig[n].ragged:
+        raise ValueError(errors.at(f"rows: needs a sequence, got a value of shape {g.shape_of(n)}"))
+    return [Expression(g, g.add(R.PICK_ROW, (n,), (), t)) for t in range(g.n_rows[n])]
 
 
 def _nonempty(op, xs):

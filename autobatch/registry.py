@@ -12,7 +12,7 @@ from typing import Callable, Optional
 import numpy as np
 
 from kernels import dropout as _dropout, elementwise as ew, linalg, norm as _norm, recurrent as _rec
-from kernels import sequence as _seq, softmax as sm, structure as st
+from kernels import scan, sequence as _seq, softmax as sm, structure as st
 
 
 class ShapeError(ValueError):
@@ -33,12 +33,16 @@ class Primitive:
     random: bool = False  # draws random numbers: never treated as a constant of the graph
     stacks: bool = False  # its (many, same-shape) inputs arrive as ONE array, stacked on axis 1
     residual: bool = False  # fwd returns (out, saved) and the VJP receives ``res=saved`` (no recomputation)
+    # How it treats a *sequence* input (a value of T rows, T differing per example; see graph.py): "rows" applies
+    # it to each row (a sequence comes out); "keep"/"reduce" need each example's row count (``lengths=``) and
+    # give a sequence / one value back; "build" makes a sequence of its inputs; "none" refuses sequences.
+    seq: str = "none"
+    must_share: tuple = ()  # inputs that must be parameters (or computed from them alone): one for the batch
 
-    @property
-    def constant_foldable(self):
-        """Applied to parameters alone, the result is the same for every example (no per-node data, no
-        randomness), so it is computed once per graph."""
-        return self.aux is None and not self.random
+    def __post_init__(self):
+        # Applied to parameters alone, the result is the same for every example (no per-node data, no
+        # randomness), so it is computed once per graph.
+        object.__setattr__(self, "constant_foldable", self.aux is None and not self.random)
 
     def __repr__(self):
         return f"<primitive {self.name}>"
@@ -52,6 +56,7 @@ def primitive(name, kind, shape, fwd, vjp, **kw):
     if name in REGISTRY:
         raise ValueError(f"primitive {name!r} declared twice")
     kw.setdefault("shares", kind == "elementwise")
+    kw.setdefault("seq", "rows" if kind == "elementwise" else "none")
     REGISTRY[name] = p = Primitive(name, kind, shape, fwd, vjp, **kw)
     return p
 
@@ -130,6 +135,12 @@ def _reshape_shape(shapes, shape):
     return shape
 
 
+def _sequence_shape(shapes):
+    if any(s != shapes[0] for s in shapes):
+        raise ShapeError(f"rows of a sequence need one shape, got {', '.join(map(str, sorted(set(shapes))))}")
+    return shapes[0]
+
+
 def _leaf_shape(shapes, shape, dtype):
     return shape
 
@@ -139,7 +150,8 @@ def _leaf_shape(shapes, shape, dtype):
 PARAM = primitive("param", "leaf", _leaf_shape, st.param, None, aux="list")
 INPUT = primitive("input", "leaf", _leaf_shape, st.input_, None, aux="list")
 ZEROS = primitive("zeros", "leaf", _leaf_shape, st.zeros, None, aux="list")
-LOOKUP = primitive("lookup", "structural", _lookup_shape, st.lookup, st.lookup_vjp, shares=True, aux="index")
+LOOKUP = primitive("lookup", "structural", _lookup_shape, st.lookup, st.lookup_vjp, shares=True, aux="index",
+                   seq="rows")
 
 TANH = primitive("tanh", "elementwise", same_shape, ew.tanh, ew.tanh_vjp)
 LOGISTIC = primitive("logistic", "elementwise", same_shape, ew.logistic, ew.logistic_vjp)
@@ -155,19 +167,36 @@ SUB = primitive("sub", "elementwise", broadcast, ew.sub, ew.sub_vjp)
 MUL = primitive("mul", "elementwise", broadcast, ew.mul, ew.mul_vjp)
 DIV = primitive("div", "elementwise", broadcast, ew.div, ew.div_vjp)
 
-MATMUL = primitive("matmul", "structural", _matmul_shape, linalg.matmul, linalg.matmul_vjp, shares=True)
-AFFINE = primitive("affine", "structural", _affine_shape, linalg.affine, linalg.affine_vjp, shares=True)
+MATMUL = primitive("matmul", "structural", _matmul_shape, linalg.matmul, linalg.matmul_vjp, shares=True,
+                   seq="rows")
+AFFINE = primitive("affine", "structural", _affine_shape, linalg.affine, linalg.affine_vjp, shares=True,
+                   seq="rows")
 TRANSPOSE = primitive("transpose", "structural", _transpose_shape, linalg.transpose, linalg.transpose_vjp)
 
-SOFTMAX = primitive("softmax", "structural", same_shape, sm.softmax, sm.softmax_vjp)
-LOG_SOFTMAX = primitive("log_softmax", "structural", same_shape, sm.log_softmax, sm.log_softmax_vjp)
+SOFTMAX = primitive("softmax", "structural", same_shape, sm.softmax, sm.softmax_vjp, seq="rows")
+LOG_SOFTMAX = primitive("log_softmax", "structural", same_shape, sm.log_softmax, sm.log_softmax_vjp, seq="rows")
 PICK_NLS = primitive("pick_neg_log_softmax", "structural", _vector, sm.pick_neg_log_softmax,
-                     sm.pick_neg_log_softmax_vjp, aux="index", residual=True)
+                     sm.pick_neg_log_softmax_vjp, aux="index", residual=True, seq="rows")
 
 PICK = primitive("pick", "structural", _pick_shape, st.pick, st.pick_vjp, aux="index")
-CONCAT = primitive("concat", "structural", _concat_shape, st.concat, st.concat_vjp)
+CONCAT = primitive("concat", "structural", _concat_shape, st.concat, st.concat_vjp, seq="rows")
 ESUM = primitive("esum", "structural", _esum_shape, st.esum, st.esum_vjp, stacks=True)
-SUM_ELEMS = primitive("sum_elems", "structural", lambda s: (), st.sum_elems, st.sum_elems_vjp)
+SUM_ELEMS = primitive("sum_elems", "structural", lambda s: (), st.sum_elems, st.sum_elems_vjp, seq="reduce")
+SEQUENCE = primitive("sequence", "structural", _sequence_shape, st.sequence, st.sequence_vjp, seq="build")
+PICK_ROW = primitive("pick_row", "structural", same_shape, st.pick_row, st.pick_row_vjp, aux="index", seq="reduce")
+
+
+def _lstm_scan_shape(shapes, reverse):
+    x, Wh, *init = shapes
+    if len(Wh) != 2 or x != (Wh[0],) or Wh[0] != 4 * Wh[1]:
+        raise ShapeError(f"needs gate inputs (4H,) and recurrent weights (4H, H), got {x} and {Wh}")
+    if any(s != Wh[1:] for s in init):
+        raise ShapeError(f"initial states {init} must have shape {Wh[1:]}")
+    return Wh[1:]
+
+
+LSTM_SCAN = primitive("lstm_scan", "structural", _lstm_scan_shape, scan.lstm_scan, scan.lstm_scan_vjp,
+                      shares=True, residual=True, seq="keep", must_share=(1,))
 RESHAPE = primitive("reshape", "structural", _reshape_shape, st.reshape, st.reshape_vjp)
 
 
@@ -257,7 +286,7 @@ def _conv_shape(shapes, dilation, width, causal, act, residual):
 
 
 LAYER_NORM = primitive("layer_norm", "structural", _layer_norm_shape, _norm.layer_norm, _norm.layer_norm_vjp,
-                       shares=True, residual=True)
+                       shares=True, residual=True, seq="rows")
 DROPOUT = primitive("dropout", "elementwise", lambda s, p: s[0], _dropout.dropout, _dropout.dropout_vjp,
                     aux="list", random=True, residual=True)
 _CELL = dict(shares=True, aux="list", random=True, residual=True)

@@ -22,7 +22,7 @@ import numpy as np
 from . import errors
 from . import graph as _graph
 from . import registry as R
-from .ops import Expression, _node
+from .ops import Expression, _node, rows, sequence
 from .regularize import check_p, given_noise, graph_noise, noise as _noise, p_attrs, training
 
 _XVEC = (("xvec", True),)
@@ -261,14 +261,47 @@ class _Recurrent:
         seqs, h, c = self._start(g)
         return RNNState(self, g, seqs, h, c, True)
 
-    def transduce(self, xs):
-        """The outputs (top layer, or with ``combine="sum"`` the sum over layers) for the inputs ``xs``."""
+    def transduce(self, xs, reverse=False):
+        """The outputs (top layer, or with ``combine="sum"`` the sum over layers) for the inputs ``xs``: a list
+        of vectors gives a list; a sequence (see ``ab.sequence``, ``E[ids]``) gives a sequence, computed by one
+        scan node per layer where the cell allows it. ``reverse``: read right to left (outputs stay aligned
+        with the inputs)."""
         g = _graph._current[0]
+        if isinstance(xs, Expression) and xs.is_sequence:
+            return self._transduce_sequence(g, xs, reverse)
+        if reverse:
+            return self.transduce(list(xs)[::-1])[::-1]
         xs = [self._input(g, x) for x in xs]
         if not xs:
             return []
         seqs, h, c = self._start(g)
         return [Expression(g, n) for n in self._combined(g, self._run(g, seqs, h, c, True, xs))]
+
+    def _scans(self):
+        """True when this block can run a whole sequence as one scan per layer: a plain cell, no regulariser
+        active in the current mode."""
+        active = training() and (self.dropout or self.recurrent_dropout or self.zoneout or self.dropconnect)
+        return self._scan is not None and not self.layer_norm and not active
+
+    _scan = None  # the whole-sequence primitive of the cell, if it has one
+
+    def _transduce_sequence(self, g, X, reverse):
+        shape = X.shape[1:]
+        if shape != (self.input_dim,):
+            raise ValueError(errors.at(f"{type(self).__name__}: input rows of shape {shape}, expected "
+                                       f"({self.input_dim},)"))
+        if not self._scans():  # step by step over the rows, then packed back into a sequence
+            return sequence(self.transduce(rows(X), reverse))
+        attrs = (("reverse", bool(reverse)),)
+        x, outs = X.i, []
+        for lid in self._ids(g):
+            init = (lid.h0, lid.c0) if self.learned_init else ()
+            x = g.add(self._scan, (g.add(R.AFFINE, (lid.bx, lid.Wx, x), _XVEC), lid.Wh) + init, attrs)
+            outs.append(x)
+        if self.combine == "sum":
+            for layer_out in outs[:-1]:
+                x = g.add(R.ADD, (x, layer_out))
+        return Expression(g, x)
 
     def __repr__(self):
         return (f"{type(self).__name__}({self.input_dim} -> {self.hidden_dim}, layers={self.num_layers}, "
@@ -339,6 +372,7 @@ class LSTM(_Recurrent):
 
     GATES = 4
     _has_memory = True
+    _scan = R.LSTM_SCAN
 
     def __init__(self, pc, input_dim, hidden_dim, *, forget_bias=1.0, **options):
         self._gate_bias = (1, float(forget_bias))
@@ -394,8 +428,11 @@ class BiRNN:
         self.input_dim, self.output_dim = fwd.input_dim, fwd.output_dim + bwd.output_dim
 
     def transduce(self, xs):
-        """[f_i; b_i] for every position i of ``xs``."""
-        xs = list(xs)
-        f, b = self.fwd.transduce(xs), self.bwd.transduce(xs[::-1])[::-1]
+        """[f_i; b_i] for every position i of ``xs`` (a list, or a sequence: then one sequence comes back)."""
         g = _graph._current[0]
+        if not (isinstance(xs, Expression) and xs.is_sequence):
+            xs = list(xs)
+        f, b = self.fwd.transduce(xs), self.bwd.transduce(xs, reverse=True)
+        if isinstance(f, Expression):
+            return Expression(g, g.add(R.CONCAT, (f.i, b.i), _AXIS0))
         return [Expression(g, g.add(R.CONCAT, (fi.i, bi.i), _AXIS0)) for fi, bi in zip(f, b)]

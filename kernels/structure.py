@@ -61,12 +61,49 @@ def esum_vjp(g, y, x):
     return (backend.xp.broadcast_to(g[:, None], x.shape),)
 
 
-def sum_elems(x):
-    return x.reshape(len(x), -1).sum(1)
+def _segments(lengths):
+    """Per row, the index of the example (sequence) it belongs to; rows of a batch of sequences are packed."""
+    xp = backend.xp
+    return xp.asarray(np.repeat(np.arange(len(lengths)), lengths))
 
 
-def sum_elems_vjp(g, y, x):
+def sum_elems(x, *, lengths=None):
+    """Per item the sum of all its elements; for sequences (``lengths`` rows each) over all its rows too."""
+    per_row = x.reshape(len(x), -1).sum(1)
+    if lengths is None:
+        return per_row
+    return backend.xp.bincount(_segments(lengths), weights=per_row, minlength=len(lengths)).astype(x.dtype)
+
+
+def sum_elems_vjp(g, y, x, *, lengths=None):
+    if lengths is not None:
+        g = g[_segments(lengths)]
     return (backend.xp.broadcast_to(g.reshape((len(x),) + (1,) * (x.ndim - 1)), x.shape),)
+
+
+def sequence(x):
+    """A sequence from its rows: the engine has already packed them, one node's rows after another's."""
+    return x
+
+
+def sequence_vjp(g, y, x):
+    return (g,)
+
+
+def _row_index(idx, lengths):
+    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+    return backend.xp.asarray(starts) + idx
+
+
+def pick_row(idx, x, *, lengths):
+    """Row ``i`` of each sequence."""
+    return x[_row_index(idx, lengths)]
+
+
+def pick_row_vjp(g, y, idx, x, *, lengths):
+    gx = backend.xp.zeros_like(x)
+    gx[_row_index(idx, lengths)] = g
+    return (gx,)
 
 
 def reshape(x, *, shape):

@@ -91,6 +91,21 @@ CASES = {
     "log_softmax": [unary(ab.log_softmax, lambda x: np_log_softmax(x, -1), shape=(5,))],
     "pick_neg_log_softmax": [Case(lambda k, x: ab.pick_neg_log_softmax(x, [1, 4, 1][k]), [(5,)],
                                   lambda k, x: logsumexp(x) - x[[1, 4, 1][k]])],
+    # Sequences: example k has k + 1 (or k + 2) rows, so examples of different lengths share each batch.
+    "sequence": [Case(lambda k, x: ab.sequence([x, x * 2.0, ab.tanh(x)][:k + 1]), [(3,)],
+                      lambda k, x: np.stack([x, x * 2.0, np.tanh(x)][:k + 1]))],
+    "pick_row": [Case(lambda k, x: ab.rows(ab.sequence([x, x * 2.0, x * 3.0][:k + 1]))[k], [(3,)],
+                      lambda k, x: x * (k + 1.0))],
+    "lstm_scan": [Case(lambda k, x, Wh: _scan(_rows_of(x, k + 2), Wh, reverse=False), [(8,), (8, 2)],
+                       lambda k, x, Wh: _scan_ref(_rows_np(x, k + 2), Wh), shared=(1,)),
+                  Case(lambda k, x, Wh: _scan(_rows_of(x, k + 2), Wh, reverse=True), [(8,), (8, 2)],
+                       lambda k, x, Wh: _scan_ref(_rows_np(x, k + 2)[::-1], Wh)[::-1], shared=(1,)),
+                  Case(lambda k, x, Wh, h0, c0: _scan(_rows_of(x, k + 1), Wh, h0, c0), [(8,), (8, 2), (2,), (2,)],
+                       lambda k, x, Wh, h0, c0: _scan_ref(_rows_np(x, k + 1), Wh, h0, c0), shared=(1, 2)),
+                  Case(lambda k, x, Wh, h0, c0: _scan(_rows_of(x, k + 1), Wh, h0, c0, reverse=True),
+                       [(8,), (8, 2), (2,), (2,)],  # initial states per example
+                       lambda k, x, Wh, h0, c0: _scan_ref(_rows_np(x, k + 1)[::-1], Wh, h0, c0)[::-1],
+                       shared=(1,))],
     "pick": [Case(lambda k, x: ab.pick(x, [0, 2, 1][k]), [(3,)], lambda k, x: x[[0, 2, 1][k]]),
              Case(lambda k, x: ab.pick(x, [1, 0, 1][k]), [(2, 3)], lambda k, x: x[[1, 0, 1][k]])],
     "concat": [Case(lambda k, a, b: ab.concat([a, b]), [(2,), (3,)], lambda k, a, b: np.concatenate([a, b])),
@@ -165,6 +180,35 @@ CASES = {
 N_EXAMPLES = 3
 
 
+def _rows_of(x, n):
+    """A sequence of n distinct rows made from x."""
+    return ab.sequence([x * (0.5 + 0.25 * t) for t in range(n)])
+
+
+def _rows_np(x, n):
+    return np.stack([x * (0.5 + 0.25 * t) for t in range(n)])
+
+
+def _scan(X, Wh, h0=None, c0=None, reverse=False):
+    g = ab.current_graph()
+    ids = [ab.ops._node(g, v) for v in (X, Wh, h0, c0) if v is not None]
+    return ab.Expression(g, g.add(REGISTRY["lstm_scan"], tuple(ids), (("reverse", reverse),)))
+
+
+def _scan_ref(X, Wh, h0=None, c0=None):
+    """The LSTM recurrence over rows of gate inputs X (4H each), step by step with the cell references."""
+    H = Wh.shape[1]
+    h = np.zeros(H) if h0 is None else h0
+    c = np.zeros(H) if c0 is None else c0
+    out = []
+    for x in X:
+        gates = x + Wh @ h
+        c = ref.lstm_cell(gates, c)
+        h = ref.lstm_hidden(gates, c)
+        out.append(h)
+    return np.stack(out)
+
+
 def _tables(pc, case, rng):
     """Per input, either a shared Parameter or a lookup table whose row k is example k's value."""
     tables = []
@@ -192,11 +236,16 @@ def _arrays(case, tables, k):
     return [t.value() if j in case.shared else t.value()[k].reshape(case.shapes[j]) for j, t in enumerate(tables)]
 
 
+def _weighted(o, w):
+    if o.is_sequence:  # a sequence is weighted row by row, by a sequence of the same length
+        return ab.sum_elems(o * ab.sequence([ab.input_tensor(row) for row in w]))
+    return ab.sum_elems(o * ab.input_tensor(w)) if o.shape else o * float(w)
+
+
 def _loss(case, tables, weights, strategy):
     ab.renew_cg(strategy=strategy)
     outs = [case.build(k, *_inputs(case, tables, k)) for k in range(N_EXAMPLES)]
-    loss = ab.esum([ab.sum_elems(o * ab.input_tensor(w)) if o.shape else o * float(w)
-                    for o, w in zip(outs, weights)])
+    loss = ab.esum([_weighted(o, w) for o, w in zip(outs, weights)])
     return outs, loss
 
 
