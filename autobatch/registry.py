@@ -186,13 +186,15 @@ SEQUENCE = primitive("sequence", "structural", _sequence_shape, st.sequence, st.
 PICK_ROW = primitive("pick_row", "structural", same_shape, st.pick_row, st.pick_row_vjp, aux="index", seq="reduce")
 
 
-def _lstm_scan_shape(shapes, reverse):
+def _lstm_scan_shape(shapes, dirs):
     x, Wh, *init = shapes
-    if len(Wh) != 2 or x != (Wh[0],) or Wh[0] != 4 * Wh[1]:
-        raise ShapeError(f"needs gate inputs (4H,) and recurrent weights (4H, H), got {x} and {Wh}")
-    if any(s != Wh[1:] for s in init):
-        raise ShapeError(f"initial states {init} must have shape {Wh[1:]}")
-    return Wh[1:]
+    D = len(dirs)
+    if len(Wh) != 2 or x != (Wh[0],) or Wh[0] != D * 4 * Wh[1]:
+        raise ShapeError(f"needs gate inputs ({D} x 4H,) and recurrent weights ({D} x 4H, H) for {D} "
+                         f"direction(s), got {x} and {Wh}")
+    if any(s != (D * Wh[1],) for s in init):
+        raise ShapeError(f"initial states {init} must have shape {(D * Wh[1],)}")
+    return (D * Wh[1],)
 
 
 LSTM_SCAN = primitive("lstm_scan", "structural", _lstm_scan_shape, scan.lstm_scan, scan.lstm_scan_vjp,

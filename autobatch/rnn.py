@@ -285,23 +285,36 @@ class _Recurrent:
 
     _scan = None  # the whole-sequence primitive of the cell, if it has one
 
-    def _transduce_sequence(self, g, X, reverse):
+    def _input_rows(self, X):
         shape = X.shape[1:]
         if shape != (self.input_dim,):
             raise ValueError(errors.at(f"{type(self).__name__}: input rows of shape {shape}, expected "
                                        f"({self.input_dim},)"))
+
+    def _transduce_sequence(self, g, X, reverse):
+        self._input_rows(X)
         if not self._scans():  # step by step over the rows, then packed back into a sequence
             return sequence(self.transduce(rows(X), reverse))
-        attrs = (("reverse", bool(reverse)),)
+        attrs = (("dirs", (bool(reverse),)),)
         x, outs = X.i, []
         for lid in self._ids(g):
-            init = (lid.h0, lid.c0) if self.learned_init else ()
-            x = g.add(self._scan, (g.add(R.AFFINE, (lid.bx, lid.Wx, x), _XVEC), lid.Wh) + init, attrs)
+            x = self._scan_layer(g, [lid], x, attrs)
             outs.append(x)
         if self.combine == "sum":
             for layer_out in outs[:-1]:
                 x = g.add(R.ADD, (x, layer_out))
         return Expression(g, x)
+
+    def _scan_layer(self, g, lids, x, attrs):
+        """One scan node over sequence ``x`` for the layers ``lids`` (one per direction; several directions
+        run side by side, their parameters stacked — constants of the graph, computed once)."""
+        def stacked(name):
+            ids = tuple(getattr(lid, name) for lid in lids)
+            return ids[0] if len(ids) == 1 else g.add(R.CONCAT, ids, _AXIS0)
+
+        init = (stacked("h0"), stacked("c0")) if self.learned_init else ()
+        gates = g.add(R.AFFINE, (stacked("bx"), stacked("Wx"), x), _XVEC)
+        return g.add(self._scan, (gates, stacked("Wh")) + init, attrs)
 
     def __repr__(self):
         return (f"{type(self).__name__}({self.input_dim} -> {self.hidden_dim}, layers={self.num_layers}, "
@@ -427,11 +440,21 @@ class BiRNN:
         self.fwd, self.bwd = fwd, bwd
         self.input_dim, self.output_dim = fwd.input_dim, fwd.output_dim + bwd.output_dim
 
+    def _one_scan(self):
+        f, b = self.fwd, self.bwd
+        return (type(f) is type(b) and f._scans() and b._scans() and f.num_layers == b.num_layers == 1
+                and f.hidden_dim == b.hidden_dim and f.learned_init == b.learned_init)
+
     def transduce(self, xs):
         """[f_i; b_i] for every position i of ``xs`` (a list, or a sequence: then one sequence comes back)."""
         g = _graph._current[0]
         if not (isinstance(xs, Expression) and xs.is_sequence):
             xs = list(xs)
+        elif self._one_scan():  # both directions in one scan node: one product per step for the two
+            fwd, bwd = self.fwd, self.bwd
+            lids = [fwd._ids(g)[0], bwd._ids(g)[0]]
+            fwd._input_rows(xs)
+            return Expression(g, fwd._scan_layer(g, lids, xs.i, (("dirs", (False, True)),)))
         f, b = self.fwd.transduce(xs), self.bwd.transduce(xs, reverse=True)
         if isinstance(f, Expression):
             return Expression(g, g.add(R.CONCAT, (f.i, b.i), _AXIS0))

@@ -3,7 +3,8 @@ step, each step one product over the sentences still running (PyTorch's packed-s
 
 Input rows arrive packed sentence after sentence (``lengths`` rows each). The kernel sorts sentences by
 length and reorders rows time-major, so the sentences alive at step t are a prefix and every step reads and
-writes contiguous blocks; outputs return in the input's row order.
+writes contiguous blocks; outputs return in the input's row order. Several directions (a BiLSTM's two) run in
+the same loop as one batched product per step, halving the number of steps' array calls.
 """
 import numpy as np
 
@@ -26,14 +27,15 @@ def layout(lengths, reverse):
     return perm, sizes, order
 
 
-def _initial(v, order, size, width, dtype):
-    """An initial state per sentence, sorted: zeros (None), one shared vector, or one row per sentence."""
+def _initial(v, order, size, dirs, width, dtype):
+    """Initial states (dirs, sentences sorted, width): zeros (None), one shared vector, or a row per sentence;
+    a vector holds the directions side by side."""
     xp = backend.xp
     if v is None:
-        return xp.zeros((size, width), dtype)
+        return xp.zeros((dirs, size, width), dtype)
     if v.ndim == 1:
-        return xp.repeat(v[None], size, axis=0)
-    return v[xp.asarray(order)]
+        return xp.repeat(v.reshape(dirs, 1, width), size, axis=1)
+    return v[xp.asarray(order)].reshape(size, dirs, width).transpose(1, 0, 2).copy()
 
 
 def _sigmoid_(v):
@@ -44,84 +46,110 @@ def _sigmoid_(v):
     v += 0.5
 
 
-def lstm_scan(x, Wh, h0=None, c0=None, *, lengths, reverse):
-    """LSTM over each sentence: x holds each row's input part of the gates [i f g o] (W_x x_t + b, packed),
-    Wh (4H, H) the recurrent weights; h0, c0 initial states (None: zeros). Returns every step's h, packed."""
+def _ifog(H):
+    """Gate positions [i f o g] taken from the parameters' [i f g o] (PyTorch's order): the three sigmoid
+    gates then form one contiguous block."""
+    return np.concatenate([np.arange(2 * H), np.arange(3 * H, 4 * H), np.arange(2 * H, 3 * H)])
+
+
+def lstm_scan(x, Wh, h0=None, c0=None, *, lengths, dirs):
+    """LSTM over each sentence, in each direction of ``dirs`` (False: left to right, True: right to left).
+    x: each row's input part of the gates, per direction [i f g o] (W_x x_t + b), directions side by side;
+    Wh: the recurrent weights (4H, H) per direction, stacked; h0, c0: initial states (None: zeros).
+    Returns every step's h, directions side by side, packed like x."""
     xp = backend.xp
-    H = Wh.shape[1]
-    perm, sizes, order = layout(lengths, reverse)
-    perm_x = xp.asarray(perm)
-    A = x[perm_x]  # time-major pre-activations, turned into activations in place
-    n, B = len(A), len(lengths)
-    C, Hs, Hprev = (xp.empty((n, H), x.dtype) for _ in range(3))
-    h = _initial(h0, order, B, H, x.dtype)
-    c = _initial(c0, order, B, H, x.dtype)
+    D, H = len(dirs), Wh.shape[1]
+    B = len(lengths)
+    layouts = [layout(lengths, r) for r in dirs]
+    sizes, order = layouts[0][1], layouts[0][2]
+    perms = [xp.asarray(p) for p, _, _ in layouts]
+    n = len(perms[0])
+    ifog = _ifog(H)
+    cols = [xp.asarray(d * 4 * H + ifog) for d in range(D)]
+    A = xp.stack([x[p[:, None], c[None, :]] for p, c in zip(perms, cols)])  # (D, n, 4H): time-major, [i f o g]
+    WhT = xp.ascontiguousarray(Wh.reshape(D, 4 * H, H)[:, xp.asarray(ifog)].transpose(0, 2, 1))  # (D, H, 4H)
+    C, Hs, Hprev = (xp.empty((D, n, H), x.dtype) for _ in range(3))
+    h = _initial(h0, order, B, D, H, x.dtype)
+    c = _initial(c0, order, B, D, H, x.dtype)
     c_first = c
-    WhT = Wh.T
     s = 0
     for b in sizes.tolist():
-        a = A[s:s + b]
-        hp = h[:b]
-        Hprev[s:s + b] = hp
-        a += hp @ WhT
-        _sigmoid_(a[:, :2 * H])
-        _sigmoid_(a[:, 3 * H:])
-        xp.tanh(a[:, 2 * H:3 * H], out=a[:, 2 * H:3 * H])
-        cn = C[s:s + b]
-        xp.multiply(a[:, H:2 * H], c[:b], out=cn)
-        cn += a[:, :H] * a[:, 2 * H:3 * H]
-        hn = Hs[s:s + b]
+        a = A[:, s:s + b]
+        hp = h[:, :b]
+        Hprev[:, s:s + b] = hp
+        a += xp.matmul(hp, WhT)
+        _sigmoid_(a[:, :, :3 * H])
+        xp.tanh(a[:, :, 3 * H:], out=a[:, :, 3 * H:])
+        cn = C[:, s:s + b]
+        xp.multiply(a[:, :, H:2 * H], c[:, :b], out=cn)
+        cn += a[:, :, :H] * a[:, :, 3 * H:]
+        hn = Hs[:, s:s + b]
         xp.tanh(cn, out=hn)
-        hn *= a[:, 3 * H:]
+        hn *= a[:, :, 2 * H:3 * H]
         h, c = hn, cn  # the next step's sentences are a prefix of these
         s += b
-    out = xp.empty_like(Hs)
-    out[perm_x] = Hs
-    return out, (perm_x, sizes, order, A, C, Hprev, c_first)
+    out = xp.empty((n, D * H), x.dtype)
+    for d, p in enumerate(perms):
+        out[p, d * H:(d + 1) * H] = Hs[d]
+    return out, (perms, cols, sizes, order, A, C, Hprev, c_first)
 
 
-def _unsort(v, order, shared):
-    """Per-sentence gradients back in the input's order; summed when the initial state was shared."""
-    if shared:
-        return v.sum(axis=0)
-    out = backend.xp.empty_like(v)
-    out[backend.xp.asarray(order)] = v
-    return out
-
-
-def lstm_scan_vjp(g, y, x, Wh, h0=None, c0=None, *, lengths, reverse, res):
+def lstm_scan_vjp(g, y, x, Wh, h0=None, c0=None, *, lengths, dirs, res):
     xp = backend.xp
-    perm_x, sizes, order, A, C, Hprev, c_first = res
-    H = Wh.shape[1]
-    G = g[perm_x]
-    dA = xp.empty_like(A)
+    perms, cols, sizes, order, A, C, Hprev, c_first = res
+    D, H = len(dirs), Wh.shape[1]
     B = len(lengths)
-    dh = xp.zeros((B, H), x.dtype)
-    dc = xp.zeros((B, H), x.dtype)
+    G = xp.stack([g[p, d * H:(d + 1) * H] for d, p in enumerate(perms)])  # (D, n, H) time-major
+    # Everything but the recurrence itself is computed for all steps at once, before the loop.
+    i, f, o, gg = A[:, :, :H], A[:, :, H:2 * H], A[:, :, 2 * H:3 * H], A[:, :, 3 * H:]
+    tc = xp.tanh(C)
+    Cprev = xp.empty_like(C)
+    Cprev[:, :sizes[0]] = c_first[:, :sizes[0]]
     ends = np.cumsum(sizes)
+    for t in range(1, len(sizes)):  # each step's previous memory: the previous step's first rows
+        s, b = int(ends[t - 1]), int(sizes[t])
+        Cprev[:, s:s + b] = C[:, s - int(sizes[t - 1]):s - int(sizes[t - 1]) + b]
+    to_c = o * (1 - tc * tc)  # d c_t / d h_t (through h = o * tanh(c))
+    dA = xp.empty_like(A)
+    P = xp.empty_like(A)  # d gate pre-activation / d c_t, for [i f o g]: the o part is d / d h_t instead
+    P[:, :, :H] = gg * i * (1 - i)
+    P[:, :, H:2 * H] = Cprev * f * (1 - f)
+    P[:, :, 2 * H:3 * H] = tc * o * (1 - o)
+    P[:, :, 3 * H:] = i * (1 - gg * gg)
+    ifog = xp.asarray(_ifog(H))
+    WhS = Wh.reshape(D, 4 * H, H)[:, ifog]  # (D, 4H, H), [i f o g]
+    dh = xp.zeros((D, B, H), x.dtype)
+    dc = xp.zeros((D, B, H), x.dtype)
     for t in range(len(sizes) - 1, -1, -1):
         b = int(sizes[t])
         s = int(ends[t]) - b
-        a = A[s:s + b]
-        i, f, gg, o = a[:, :H], a[:, H:2 * H], a[:, 2 * H:3 * H], a[:, 3 * H:]
-        tc = xp.tanh(C[s:s + b])
-        dhn = G[s:s + b] + dh[:b]
-        dcn = dhn * o
-        dcn *= 1 - tc * tc
-        dcn += dc[:b]
-        cp = C[s - int(sizes[t - 1]):s - int(sizes[t - 1]) + b] if t else c_first[:b]
-        da = dA[s:s + b]
-        xp.multiply(dcn * gg, i * (1 - i), out=da[:, :H])
-        xp.multiply(dcn * cp, f * (1 - f), out=da[:, H:2 * H])
-        xp.multiply(dcn * i, 1 - gg * gg, out=da[:, 2 * H:3 * H])
-        xp.multiply(dhn * tc, o * (1 - o), out=da[:, 3 * H:])
-        dh[:b] = da @ Wh
-        dc[:b] = dcn * f
-    gx = xp.empty_like(dA)
-    gx[perm_x] = dA
-    grads = [gx, dA.T @ Hprev]
-    if h0 is not None:
-        grads.append(_unsort(dh, order, h0.ndim == 1))
-    if c0 is not None:
-        grads.append(_unsort(dc, order, c0.ndim == 1))
+        dhn = G[:, s:s + b] + dh[:, :b]
+        dcn = dhn * to_c[:, s:s + b]
+        dcn += dc[:, :b]
+        da, p = dA[:, s:s + b], P[:, s:s + b]
+        xp.multiply(dhn, p[:, :, 2 * H:3 * H], out=da[:, :, 2 * H:3 * H])
+        for k in (0, 1, 3):  # i, f, g: through the memory
+            xp.multiply(dcn, p[:, :, k * H:(k + 1) * H], out=da[:, :, k * H:(k + 1) * H])
+        dh[:, :b] = xp.matmul(da, WhS)
+        xp.multiply(dcn, f[:, s:s + b], out=dc[:, :b])
+    dWh = xp.empty((D, 4 * H, H), x.dtype)
+    dWh[:, ifog] = xp.matmul(dA.transpose(0, 2, 1), Hprev)  # back to the parameters' [i f g o]
+    gx = xp.empty((len(x), D * 4 * H), x.dtype)
+    for d, (p, c) in enumerate(zip(perms, cols)):
+        gx[p[:, None], c[None, :]] = dA[d]
+    grads = [gx, dWh.reshape(Wh.shape)]
+    for v, dv in ((h0, dh), (c0, dc)):
+        if v is not None:
+            grads.append(_initial_grad(dv, order, v.ndim == 1))
     return tuple(grads)
+
+
+def _initial_grad(dv, order, shared):
+    """(D, sentences sorted, H) gradients back to the initial state's layout (directions side by side)."""
+    D, B, H = dv.shape
+    per_sentence = dv.transpose(1, 0, 2).reshape(B, D * H)
+    if shared:
+        return per_sentence.sum(axis=0)
+    out = backend.xp.empty_like(per_sentence)
+    out[backend.xp.asarray(order)] = per_sentence
+    return out

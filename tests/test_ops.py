@@ -105,7 +105,10 @@ CASES = {
                   Case(lambda k, x, Wh, h0, c0: _scan(_rows_of(x, k + 1), Wh, h0, c0, reverse=True),
                        [(8,), (8, 2), (2,), (2,)],  # initial states per example
                        lambda k, x, Wh, h0, c0: _scan_ref(_rows_np(x, k + 1)[::-1], Wh, h0, c0)[::-1],
-                       shared=(1,))],
+                       shared=(1,)),
+                  Case(lambda k, x, Wh, h0, c0: _scan(_rows_of(x, k + 2), Wh, h0, c0, dirs=(False, True)),
+                       [(16,), (16, 2), (4,), (4,)], lambda k, x, Wh, h0, c0: _bidirectional_ref(
+                           _rows_np(x, k + 2), Wh, h0, c0), shared=(1, 2, 3))],
     "pick": [Case(lambda k, x: ab.pick(x, [0, 2, 1][k]), [(3,)], lambda k, x: x[[0, 2, 1][k]]),
              Case(lambda k, x: ab.pick(x, [1, 0, 1][k]), [(2, 3)], lambda k, x: x[[1, 0, 1][k]])],
     "concat": [Case(lambda k, a, b: ab.concat([a, b]), [(2,), (3,)], lambda k, a, b: np.concatenate([a, b])),
@@ -189,10 +192,16 @@ def _rows_np(x, n):
     return np.stack([x * (0.5 + 0.25 * t) for t in range(n)])
 
 
-def _scan(X, Wh, h0=None, c0=None, reverse=False):
+def _scan(X, Wh, h0=None, c0=None, reverse=False, dirs=None):
     g = ab.current_graph()
     ids = [ab.ops._node(g, v) for v in (X, Wh, h0, c0) if v is not None]
-    return ab.Expression(g, g.add(REGISTRY["lstm_scan"], tuple(ids), (("reverse", reverse),)))
+    return ab.Expression(g, g.add(REGISTRY["lstm_scan"], tuple(ids), (("dirs", dirs or (reverse,)),)))
+
+
+def _bidirectional_ref(X, Wh, h0, c0):
+    f = _scan_ref(X[:, :8], Wh[:8], h0[:2], c0[:2])
+    b = _scan_ref(X[::-1, 8:], Wh[8:], h0[2:], c0[2:])[::-1]
+    return np.concatenate([f, b], axis=1)
 
 
 def _scan_ref(X, Wh, h0=None, c0=None):
