@@ -4,7 +4,8 @@ step, each step one product over the sentences still running (PyTorch's packed-s
 Input rows arrive packed sentence after sentence (``lengths`` rows each). The kernel sorts sentences by
 length and reorders rows time-major, so the sentences alive at step t are a prefix and every step reads and
 writes contiguous blocks; outputs return in the input's row order. Several directions (a BiLSTM's two) run in
-the same loop as one batched product per step, halving the number of steps' array calls.
+the same loop as one batched product per step. Python's cost is per step, so everything that does not depend on
+the previous step (gathers, reorderings, the backward's gate derivatives) is done for all steps at once.
 """
 import numpy as np
 
@@ -13,8 +14,8 @@ from . import backend
 
 def layout(lengths, reverse):
     """Time-major order of packed rows: ``perm`` (packed row of each time-major row), ``sizes`` (sentences
-    alive per step, non-increasing), ``order`` (sentences by decreasing length). With ``reverse`` each
-    sentence is read from its last row to its first."""
+    alive per step, non-increasing), ``order`` (sentences by decreasing length), ``prev`` (each time-major
+    row's predecessor in its sentence; -1 at the first step). With ``reverse`` sentences are read backwards."""
     lengths = np.asarray(lengths, np.intp)
     order = np.argsort(-lengths, kind="stable")
     sl = lengths[order]
@@ -24,7 +25,9 @@ def layout(lengths, reverse):
     rows = starts[j] + (sl[j] - 1 - t if reverse else t)
     perm = rows[np.argsort(t * len(sl) + j, kind="stable")]
     sizes = len(sl) - np.searchsorted(sl[::-1], np.arange(sl[0]), side="right")
-    return perm, sizes, order
+    # Time-major, a sentence's step t - 1 sits sizes[t - 1] rows before its step t.
+    prev = np.arange(len(perm)) - np.repeat(np.concatenate([[len(perm) + 1], sizes[:-1]]), sizes)
+    return perm, sizes, order, prev
 
 
 def _initial(v, order, size, dirs, width, dtype):
@@ -46,10 +49,23 @@ def _sigmoid_(v):
     v += 0.5
 
 
-def _ifog(H):
-    """Gate positions [i f o g] taken from the parameters' [i f g o] (PyTorch's order): the three sigmoid
-    gates then form one contiguous block."""
-    return np.concatenate([np.arange(2 * H), np.arange(3 * H, 4 * H), np.arange(2 * H, 3 * H)])
+# Gates are kept as [o i f g] inside (the parameters hold PyTorch's [i f g o]): then the sigmoid gates [o i f] are
+# one block and the three gates fed by the memory's gradient [i f g] another.
+def _to_oifg(src, dst, H):
+    dst[..., :H] = src[..., 3 * H:]
+    dst[..., H:] = src[..., :3 * H]
+
+
+def _from_oifg(src, dst, H):
+    dst[..., 3 * H:] = src[..., :H]
+    dst[..., :3 * H] = src[..., H:]
+
+
+def _previous(V, first, prev, n0):
+    """Each time-major row's predecessor in its sentence: ``first`` for the first step's ``n0`` rows."""
+    out = V[:, np.maximum(prev, 0)]
+    out[:, :n0] = first[:, :n0]
+    return out
 
 
 def lstm_scan(x, Wh, h0=None, c0=None, *, lengths, dirs):
@@ -61,82 +77,80 @@ def lstm_scan(x, Wh, h0=None, c0=None, *, lengths, dirs):
     D, H = len(dirs), Wh.shape[1]
     B = len(lengths)
     layouts = [layout(lengths, r) for r in dirs]
-    sizes, order = layouts[0][1], layouts[0][2]
-    perms = [xp.asarray(p) for p, _, _ in layouts]
+    sizes, order, prev = layouts[0][1], layouts[0][2], layouts[0][3]
+    perms = [xp.asarray(p) for p, _, _, _ in layouts]
     n = len(perms[0])
-    ifog = _ifog(H)
-    cols = [xp.asarray(d * 4 * H + ifog) for d in range(D)]
-    A = xp.stack([x[p[:, None], c[None, :]] for p, c in zip(perms, cols)])  # (D, n, 4H): time-major, [i f o g]
-    WhT = xp.ascontiguousarray(Wh.reshape(D, 4 * H, H)[:, xp.asarray(ifog)].transpose(0, 2, 1))  # (D, H, 4H)
-    C, Hs, Hprev = (xp.empty((D, n, H), x.dtype) for _ in range(3))
-    h = _initial(h0, order, B, D, H, x.dtype)
-    c = _initial(c0, order, B, D, H, x.dtype)
-    c_first = c
+    A = xp.empty((D, n, 4 * H), x.dtype)  # time-major pre-activations, then activations, [o i f g]
+    for d, p in enumerate(perms):
+        _to_oifg(x[p, d * 4 * H:(d + 1) * 4 * H], A[d], H)
+    WhT = xp.empty((D, H, 4 * H), x.dtype)
+    _to_oifg(Wh.reshape(D, 4 * H, H).transpose(0, 2, 1), WhT, H)
+    C, Hs = xp.empty((D, n, H), x.dtype), xp.empty((D, n, H), x.dtype)
+    h = h_first = _initial(h0, order, B, D, H, x.dtype)
+    c = c_first = _initial(c0, order, B, D, H, x.dtype)
     s = 0
     for b in sizes.tolist():
         a = A[:, s:s + b]
-        hp = h[:, :b]
-        Hprev[:, s:s + b] = hp
-        a += xp.matmul(hp, WhT)
+        a += xp.matmul(h[:, :b], WhT)
         _sigmoid_(a[:, :, :3 * H])
         xp.tanh(a[:, :, 3 * H:], out=a[:, :, 3 * H:])
         cn = C[:, s:s + b]
-        xp.multiply(a[:, :, H:2 * H], c[:, :b], out=cn)
-        cn += a[:, :, :H] * a[:, :, 3 * H:]
+        xp.multiply(a[:, :, 2 * H:3 * H], c[:, :b], out=cn)
+        cn += a[:, :, H:2 * H] * a[:, :, 3 * H:]
         hn = Hs[:, s:s + b]
         xp.tanh(cn, out=hn)
-        hn *= a[:, :, 2 * H:3 * H]
+        hn *= a[:, :, :H]
         h, c = hn, cn  # the next step's sentences are a prefix of these
         s += b
     out = xp.empty((n, D * H), x.dtype)
     for d, p in enumerate(perms):
         out[p, d * H:(d + 1) * H] = Hs[d]
-    return out, (perms, cols, sizes, order, A, C, Hprev, c_first)
+    return out, (perms, sizes, order, prev, A, C, Hs, h_first, c_first)
 
 
 def lstm_scan_vjp(g, y, x, Wh, h0=None, c0=None, *, lengths, dirs, res):
     xp = backend.xp
-    perms, cols, sizes, order, A, C, Hprev, c_first = res
+    perms, sizes, order, prev, A, C, Hs, h_first, c_first = res
     D, H = len(dirs), Wh.shape[1]
-    B = len(lengths)
-    G = xp.stack([g[p, d * H:(d + 1) * H] for d, p in enumerate(perms)])  # (D, n, H) time-major
-    # Everything but the recurrence itself is computed for all steps at once, before the loop.
-    i, f, o, gg = A[:, :, :H], A[:, :, H:2 * H], A[:, :, 2 * H:3 * H], A[:, :, 3 * H:]
+    B, n0 = len(lengths), int(sizes[0])
+    G = xp.empty((D,) + Hs.shape[1:], x.dtype)
+    for d, p in enumerate(perms):
+        G[d] = g[p, d * H:(d + 1) * H]
+    # The gate derivatives depend on no other step: computed for all steps at once.
+    o, i, f, gg = A[:, :, :H], A[:, :, H:2 * H], A[:, :, 2 * H:3 * H], A[:, :, 3 * H:]
     tc = xp.tanh(C)
-    Cprev = xp.empty_like(C)
-    Cprev[:, :sizes[0]] = c_first[:, :sizes[0]]
-    ends = np.cumsum(sizes)
-    for t in range(1, len(sizes)):  # each step's previous memory: the previous step's first rows
-        s, b = int(ends[t - 1]), int(sizes[t])
-        Cprev[:, s:s + b] = C[:, s - int(sizes[t - 1]):s - int(sizes[t - 1]) + b]
-    to_c = o * (1 - tc * tc)  # d c_t / d h_t (through h = o * tanh(c))
-    dA = xp.empty_like(A)
-    P = xp.empty_like(A)  # d gate pre-activation / d c_t, for [i f o g]: the o part is d / d h_t instead
-    P[:, :, :H] = gg * i * (1 - i)
-    P[:, :, H:2 * H] = Cprev * f * (1 - f)
-    P[:, :, 2 * H:3 * H] = tc * o * (1 - o)
+    to_c = o * (1 - tc * tc)  # d c_t / d h_t
+    P = xp.empty_like(A)  # d pre-activation / d h_t for o; / d c_t for i, f, g
+    P[:, :, :H] = tc * o * (1 - o)
+    P[:, :, H:2 * H] = gg * i * (1 - i)
+    P[:, :, 2 * H:3 * H] = _previous(C, c_first, prev, n0) * f * (1 - f)
     P[:, :, 3 * H:] = i * (1 - gg * gg)
-    ifog = xp.asarray(_ifog(H))
-    WhS = Wh.reshape(D, 4 * H, H)[:, ifog]  # (D, 4H, H), [i f o g]
+    P_ifg = P[:, :, H:].reshape(D, -1, 3, H)
+    Wh_oifg = xp.empty((D, 4 * H, H), x.dtype)
+    _to_oifg(Wh.reshape(D, 4 * H, H).transpose(0, 2, 1), Wh_oifg.transpose(0, 2, 1), H)
+    dA = xp.empty_like(A)
+    dA_ifg = dA[:, :, H:].reshape(D, -1, 3, H)
     dh = xp.zeros((D, B, H), x.dtype)
     dc = xp.zeros((D, B, H), x.dtype)
-    for t in range(len(sizes) - 1, -1, -1):
+    ends = np.cumsum(sizes).tolist()
+    for t in range(len(ends) - 1, -1, -1):
         b = int(sizes[t])
-        s = int(ends[t]) - b
+        s = ends[t] - b
         dhn = G[:, s:s + b] + dh[:, :b]
         dcn = dhn * to_c[:, s:s + b]
         dcn += dc[:, :b]
-        da, p = dA[:, s:s + b], P[:, s:s + b]
-        xp.multiply(dhn, p[:, :, 2 * H:3 * H], out=da[:, :, 2 * H:3 * H])
-        for k in (0, 1, 3):  # i, f, g: through the memory
-            xp.multiply(dcn, p[:, :, k * H:(k + 1) * H], out=da[:, :, k * H:(k + 1) * H])
-        dh[:, :b] = xp.matmul(da, WhS)
+        xp.multiply(dhn, P[:, s:s + b, :H], out=dA[:, s:s + b, :H])
+        xp.multiply(dcn[:, :, None], P_ifg[:, s:s + b], out=dA_ifg[:, s:s + b])
+        dh[:, :b] = xp.matmul(dA[:, s:s + b], Wh_oifg)
         xp.multiply(dcn, f[:, s:s + b], out=dc[:, :b])
     dWh = xp.empty((D, 4 * H, H), x.dtype)
-    dWh[:, ifog] = xp.matmul(dA.transpose(0, 2, 1), Hprev)  # back to the parameters' [i f g o]
+    _from_oifg(xp.matmul(_previous(Hs, h_first, prev, n0).transpose(0, 2, 1), dA),
+               dWh.transpose(0, 2, 1), H)
     gx = xp.empty((len(x), D * 4 * H), x.dtype)
-    for d, (p, c) in enumerate(zip(perms, cols)):
-        gx[p[:, None], c[None, :]] = dA[d]
+    for d, p in enumerate(perms):
+        block = xp.empty((len(p), 4 * H), x.dtype)
+        _from_oifg(dA[d], block, H)
+        gx[p, d * 4 * H:(d + 1) * 4 * H] = block
     grads = [gx, dWh.reshape(Wh.shape)]
     for v, dv in ((h0, dh), (c0, dc)):
         if v is not None:
