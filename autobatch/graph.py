@@ -19,6 +19,14 @@ from .registry import PARAM, ShapeError
 STRATEGIES = ("off", "depth", "agenda")
 STRIDE = 1 << 32  # node locations: batch id * STRIDE + position
 
+# Signatures are shared by all graphs: a minibatch finds the ones it needs already made (shape rules run once
+# per distinct signature per process, not per graph). Their keys therefore hold only global facts: interned
+# (shape, dtype, sequence) kinds, and for shared inputs a global id of the constant (a parameter, or a value
+# computed from parameters) rather than a node id.
+_KINDS = {}
+_SIGNATURES = {}
+_CONSTANTS = {}  # a constant's recipe (param uid, or op and input constants) -> its global id
+
 # The dtype of the most recently created ParameterCollection: what inputs and constants default to.
 default_dtype = [np.dtype(np.float32)]
 latest_collection = [None]  # the most recently created ParameterCollection
@@ -62,7 +70,8 @@ class Graph:
         self.first_pending = 0  # every node below this id has run
         self.n_site = [] if check_finite else None
         self.static = set()  # nodes computed from parameters only: the same for every example
-        self._sigs, self.signatures, self._kinds = {}, [], {}
+        self._const_id = {}  # such a node's global constant id
+        self._sigs, self.signatures, self.local = {}, [], {}  # signatures used here; their index here
         self._param_node, self._cse = {}, {}
         self.batches = []
         self.backward_batches = 0
@@ -73,6 +82,14 @@ class Graph:
         return len(self.n_sig)
 
     # ---- building ----------------------------------------------------------------------------------------
+
+    def _signature(self, key, prim, attrs, args, batchable=True, param=None, rows=None):
+        """The signature of ``key``, made on first use in this process, registered in this graph."""
+        sig = _SIGNATURES.get(key) or self._new_signature(key, prim, attrs, args, batchable, param, rows)
+        self._sigs[key] = sig
+        self.local[sig] = len(self.signatures)
+        self.signatures.append(sig)
+        return sig
 
     def _new_signature(self, key, prim, attrs, args, batchable=True, param=None, rows=None):
         n_sig = self.n_sig
@@ -98,11 +115,10 @@ class Graph:
         dtype = dtypes.pop() if dtypes else kw.get("dtype")
         expand = tuple(prim.kind == "elementwise" and not sh and len(s) < len(shape)
                        for s, sh in zip(shapes, shared))
-        kp = self._kinds.setdefault((shape, dtype, ragged), len(self._kinds))
-        sig = Signature(len(self.signatures), prim, attrs, shape, dtype, kp, shared, expand, batchable, param,
+        kp = _KINDS.setdefault((shape, dtype, ragged), len(_KINDS))
+        sig = Signature(len(_SIGNATURES), prim, attrs, shape, dtype, kp, shared, expand, batchable, param,
                         ragged, seq_inputs)
-        self._sigs[key] = sig
-        self.signatures.append(sig)
+        _SIGNATURES[key] = sig
         return sig
 
     def _check_sequence_inputs(self, prim, args, shared, seq_inputs):
@@ -129,7 +145,7 @@ class Graph:
     def add(self, prim, args, attrs=(), aux=None, rows=None):
         """Record a node of ``prim`` over input node ids ``args``; returns its id. Nothing is computed.
         ``rows``: the node is a sequence of that many rows (one per item of its per-node data)."""
-        n_sig, static, n_depth = self.n_sig, self.static, self.n_depth
+        n_sig, static, n_depth, const = self.n_sig, self.static, self.n_depth, self._const_id
         if prim.seq == "build":
             return self._add_sequence(prim, args, attrs)
         if static.isdisjoint(args):  # the common case, unrolled: this is the hottest line of model code
@@ -147,20 +163,21 @@ class Graph:
             return self._add_static(prim, args, attrs)
         elif prim.shares:  # a shared parameter (or constant) input is passed once; its identity joins the key
             if len(args) == 1:  # a lookup
-                key, depth = (prim, attrs, -1 - args[0]), n_depth[args[0]] + 1
+                key, depth = (prim, attrs, -1 - const[args[0]]), n_depth[args[0]] + 1
             elif len(args) == 2:
                 a, b = args
-                key = (prim, attrs, -1 - a if a in static else n_sig[a].kp, -1 - b if b in static else n_sig[b].kp)
+                key = (prim, attrs, -1 - const[a] if a in static else n_sig[a].kp,
+                       -1 - const[b] if b in static else n_sig[b].kp)
                 depth = max(n_depth[a], n_depth[b]) + 1
             else:
-                key = (prim, attrs, *[-1 - a if a in static else n_sig[a].kp for a in args])
+                key = (prim, attrs, *[-1 - const[a] if a in static else n_sig[a].kp for a in args])
                 depth = max(map(n_depth.__getitem__, args)) + 1
         else:
             key = (prim, attrs, *[n_sig[a].kp for a in args])
             depth = max(map(n_depth.__getitem__, args)) + 1
         if rows is not None:
             key += ("rows",)
-        sig = self._sigs.get(key) or self._new_signature(key, prim, attrs, args, rows=rows)
+        sig = self._sigs.get(key) or self._signature(key, prim, attrs, args, rows=rows)
         n = len(n_sig)
         if sig.ragged:
             if rows is not None:
@@ -181,7 +198,7 @@ class Graph:
         n_sig = self.n_sig
         kinds = {n_sig[a].kp for a in args}
         key = (prim, attrs, n_sig[args[0]].kp)
-        sig = self._sigs.get(key) or self._new_signature(key, prim, attrs, args[:1])
+        sig = self._sigs.get(key) or self._signature(key, prim, attrs, args[:1])
         if len(kinds) > 1 or sig.seq_inputs:
             raise ValueError(errors.at(f"{prim.name}: rows must be single values of one shape and dtype, got "
                                        f"{sorted({self.shape_of(a) for a in args})}"))
@@ -195,9 +212,11 @@ class Graph:
         key = (prim, attrs, args)
         n = self._cse.get(key)
         if n is None:
-            n = self._append(self._new_signature(("static", len(self.n_sig)), prim, attrs, args, False), args,
-                             max(self.n_depth[a] for a in args) + 1)
+            uid = _CONSTANTS.setdefault((prim, attrs, tuple(self._const_id[a] for a in args)), len(_CONSTANTS))
+            sig = self._sigs.get(("static", uid)) or self._signature(("static", uid), prim, attrs, args, False)
+            n = self._append(sig, args, max(self.n_depth[a] for a in args) + 1)
             self.static.add(n)
+            self._const_id[n] = uid
             self._cse[key] = n
         return n
 
@@ -217,9 +236,11 @@ class Graph:
         n = self._param_node.get(param)
         if n is None:
             attrs = (("shape", param.shape), ("dtype", param.dtype))
-            sig = self._new_signature(("param", len(self.n_sig)), PARAM, attrs, (), False, param)
+            uid = _CONSTANTS.setdefault(("param", param.uid), len(_CONSTANTS))
+            sig = self._sigs.get(("param", uid)) or self._signature(("param", uid), PARAM, attrs, (), False, param)
             n = self._append(sig, (), 0, param.data)
             self.static.add(n)
+            self._const_id[n] = uid
             self._param_node[param] = n
         param._node = (self, n)
         return n

@@ -1,10 +1,15 @@
 """Trainable parameters: dense matrices/vectors and lookup tables, grouped in a ParameterCollection."""
+import itertools
+
 import numpy as np
 
 from kernels import backend
 
 from . import graph as _graph
 from . import ops
+
+
+_uids = itertools.count()
 
 
 class Parameter(ops.Operators):
@@ -18,6 +23,7 @@ class Parameter(ops.Operators):
         self.data = data  # backend array; optimisers update it in place
         self._grad = None
         self._node = (None, -1)  # (graph, node id) of this parameter in the graph that last used it
+        self.uid = next(_uids)  # never reused, unlike id(): graphs' shared signatures name parameters by it
 
     @property
     def shape(self):

@@ -53,7 +53,7 @@ def _agenda(graph, targets):
     # lowest mean depth, the mean taken once over ALL its pending nodes, not only the ready ones. A signature
     # whose nodes hang off every step of a chain (per-word losses) has a mean deeper than the chain's own
     # signatures, so it waits until the chains are done and then runs as one batch.
-    n_sig, n_args, n_depth, n_loc = graph.n_sig, graph.n_args, graph.n_depth, graph.n_loc
+    n_sig, n_args, n_depth, n_loc, local = graph.n_sig, graph.n_args, graph.n_depth, graph.n_loc, graph.local
     nsig = len(graph.signatures)
     count, depth_sum = [0] * nsig, [0] * nsig
     lo, target, need = _needs(graph, targets)  # per-node lists below are indexed by id - lo
@@ -64,7 +64,7 @@ def _agenda(graph, targets):
     for n in range(target, lo - 1, -1):
         if not need[n - lo]:
             continue
-        sid = n_sig[n].id
+        sid = local[n_sig[n]]
         count[sid] += 1
         depth_sum[sid] += n_depth[n]
         k = 0
@@ -84,7 +84,7 @@ def _agenda(graph, targets):
             leaves.append(n)
     ready = {}
     for n in reversed(leaves):
-        sid = n_sig[n].id
+        sid = local[n_sig[n]]
         r = ready.get(sid)
         if r is None:
             ready[sid] = [n]
@@ -102,7 +102,7 @@ def _agenda(graph, targets):
                 k = waiting[c - lo] = waiting[c - lo] - 1
                 if not k:
                     left -= 1
-                    sid = n_sig[c].id
+                    sid = local[n_sig[c]]
                     r = ready.get(sid)
                     if r is None:
                         ready[sid] = [c]
