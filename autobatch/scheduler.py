@@ -5,32 +5,31 @@ dependencies. Planning never looks at values, so it is separate from execution.
 """
 
 
-def _needs(graph, targets):
-    lo, top = graph.first_pending, max(targets)
-    need = bytearray(top - lo + 1)
-    for t in targets:
-        need[t - lo] = 1
-    return lo, top, need
-
-
 def pending(graph, targets):
     """Ids, ascending, of the not-yet-executed nodes that the ``targets`` need (themselves included)."""
     n_loc, n_args = graph.n_loc, graph.n_args
-    # Inputs always have smaller ids than their consumers, so one backward sweep over ids marks all that
-    # the targets need, without a stack or a set.
-    lo, target, need = _needs(graph, targets)
-    for n in range(target, lo - 1, -1):
-        if need[n - lo]:
-            for a in n_args[n]:
-                if n_loc[a] < 0:
-                    need[a - lo] = 1
-    return [lo + k for k in range(len(need)) if need[k]]
+    # A walk from the targets over not-yet-run inputs touches only what is needed: nodes built but never read
+    # (rows nobody used yet, dead ends) cost nothing however many there are. Ids are a topological order.
+    lo = graph.first_pending
+    need = bytearray(max(targets) - lo + 1)
+    found = []
+    for t in targets:
+        if not need[t - lo]:
+            need[t - lo] = 1
+            found.append(t)
+    stack = list(found)
+    while stack:
+        for a in n_args[stack.pop()]:
+            if n_loc[a] < 0 and not need[a - lo]:
+                need[a - lo] = 1
+                found.append(a)
+                stack.append(a)
+    found.sort()
+    return found
 
 
 def schedule(graph, targets):
     """The plan that computes the ``targets`` (not-yet-run node ids) under the graph's strategy."""
-    if graph.strategy == "agenda":
-        return _agenda(graph, targets)
     return _STRATEGIES[graph.strategy](graph, pending(graph, targets))
 
 
@@ -48,7 +47,7 @@ def _depth(graph, nodes):
     return [groups[k] for k in sorted(groups)]
 
 
-def _agenda(graph, targets):
+def _agenda(graph, nodes):
     # DyNet's agenda: run ready unbatchable nodes first; otherwise the ready signature whose nodes have the
     # lowest mean depth, the mean taken once over ALL its pending nodes, not only the ready ones. A signature
     # whose nodes hang off every step of a chain (per-word losses) has a mean deeper than the chain's own
@@ -56,14 +55,10 @@ def _agenda(graph, targets):
     n_sig, n_args, n_depth, n_loc, local = graph.n_sig, graph.n_args, graph.n_depth, graph.n_loc, graph.local
     nsig = len(graph.signatures)
     count, depth_sum = [0] * nsig, [0] * nsig
-    lo, target, need = _needs(graph, targets)  # per-node lists below are indexed by id - lo
-    waiting, consumers = [0] * len(need), [None] * len(need)
+    lo = nodes[0]  # per-node lists below are indexed by id - lo
+    waiting, consumers = [0] * (nodes[-1] - lo + 1), [None] * (nodes[-1] - lo + 1)
     leaves = []
-    # One backward sweep over ids finds what the targets need (inputs always have smaller ids), counts each
-    # node's pending inputs and records its consumers.
-    for n in range(target, lo - 1, -1):
-        if not need[n - lo]:
-            continue
+    for n in nodes:
         sid = local[n_sig[n]]
         count[sid] += 1
         depth_sum[sid] += n_depth[n]
@@ -71,11 +66,9 @@ def _agenda(graph, targets):
         for a in n_args[n]:
             if n_loc[a] < 0:
                 k += 1
-                i = a - lo
-                need[i] = 1
-                c = consumers[i]
+                c = consumers[a - lo]
                 if c is None:
-                    consumers[i] = [n]
+                    consumers[a - lo] = [n]
                 else:
                     c.append(n)
         if k:
@@ -83,7 +76,7 @@ def _agenda(graph, targets):
         else:
             leaves.append(n)
     ready = {}
-    for n in reversed(leaves):
+    for n in leaves:
         sid = local[n_sig[n]]
         r = ready.get(sid)
         if r is None:
