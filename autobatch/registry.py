@@ -199,6 +199,20 @@ def _lstm_scan_shape(shapes, dirs):
 
 LSTM_SCAN = primitive("lstm_scan", "structural", _lstm_scan_shape, scan.lstm_scan, scan.lstm_scan_vjp,
                       shares=True, residual=True, seq="keep", must_share=(1,))
+
+
+def _tree_scan_shape(shapes):
+    x, W, bx, U, b = shapes
+    H = U[1] // 2 if len(U) == 2 else 0
+    if not H or U != (5 * H, 2 * H) or b != (5 * H,) or W != (3 * H,) + x or bx != (3 * H,):
+        raise ShapeError(f"needs leaf inputs (D,), W (3H, D), b_x (3H,), U (5H, 2H), b (5H,); got x {x}, W {W}, "
+                         f"b_x {bx}, U {U}, b {b}")
+    return (H,)
+
+
+TREE_LSTM_SCAN = primitive("tree_lstm_scan", "structural", _tree_scan_shape, scan.tree_lstm_scan,
+                           scan.tree_lstm_scan_vjp, shares=True, residual=True, seq="keep", aux="list",
+                           must_share=(1, 2, 3, 4))
 RESHAPE = primitive("reshape", "structural", _reshape_shape, st.reshape, st.reshape_vjp)
 
 
@@ -302,3 +316,39 @@ SELF_ATTENTION = primitive("self_attention", "structural", _attention_shape, _se
                            _seq.self_attention_vjp, shares=True, aux="index", residual=True)
 DILATED_CONV = primitive("dilated_conv", "structural", _conv_shape, _seq.dilated_conv, _seq.dilated_conv_vjp,
                          shares=True, aux="index", residual=True)
+
+
+# ---- binary Tree-LSTM cells (issue 4) --------------------------------------------------------------------------
+# Tai et al. (2015), N-ary with N = 2. Gates stacked [i o u f_l f_r]; a leaf has [i o u] only (see kernels/tree.py).
+# The memory and the output are two nodes, as for the LSTM, so that the output kernel serves leaves and internal
+# nodes alike.
+from kernels import tree as _tree  # noqa: E402  (this section is appended; the imports at the top stay as they are)
+
+
+def _tree_cell_shape(shapes):
+    if len(shapes) not in (1, 3):
+        raise ShapeError(f"takes the gates alone (a leaf) or the gates and both children's cells, "
+                         f"got {len(shapes)} inputs")
+    gates = shapes[0]
+    if len(shapes) == 1:
+        if len(gates) != 1 or gates[0] % 3:
+            raise ShapeError(f"a leaf's gates [i o u] must be a vector of 3 x the state's size, got shape {gates}")
+        return (gates[0] // 3,)
+    if shapes[1] != shapes[2]:
+        raise ShapeError(f"the children's cells differ in shape: {shapes[1]} and {shapes[2]}")
+    _stacked("gates", gates, shapes[1], 5)
+    return shapes[1]
+
+
+def _tree_hidden_shape(shapes):
+    _arity(shapes, 2, 0)
+    gates, c = shapes
+    if len(c) != 1 or gates not in ((3 * c[0],), (5 * c[0],)):
+        raise ShapeError(f"gates shape {gates} must be 3 (a leaf) or 5 (a node) x the cell's shape {c}")
+    return c
+
+
+TREE_LSTM_CELL = primitive("tree_lstm_cell", "structural", _tree_cell_shape, _tree.tree_lstm_cell,
+                           _tree.tree_lstm_cell_vjp, shares=True, residual=True)
+TREE_LSTM_HIDDEN = primitive("tree_lstm_hidden", "structural", _tree_hidden_shape, _tree.tree_lstm_hidden,
+                             _tree.tree_lstm_hidden_vjp, shares=True, residual=True)

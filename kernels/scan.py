@@ -167,3 +167,96 @@ def _initial_grad(dv, order, shared):
     out = backend.xp.empty_like(per_sentence)
     out[backend.xp.asarray(order)] = per_sentence
     return out
+
+
+# ---- Tree-LSTM over whole trees, level by level -------------------------------------------------------------
+# A tree arrives as its leaves' inputs (rows of a sequence) and its shape (per node in post-order: left child,
+# right child, height, leaf number; -1 where absent). All trees of a batch run together: first every leaf of
+# every tree (one product), then height by height every internal node of that height (one product each).
+
+
+def _tree_layout(shapes, lengths):
+    """Global node numbering over the batch's trees: children as global rows, leaves' input rows, and the nodes
+    of each height (as index arrays, leaves first)."""
+    sizes = np.array([len(s) for s in shapes])
+    node_off = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+    leaf_off = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+    S = np.concatenate(shapes)
+    tree = np.repeat(np.arange(len(shapes)), sizes)
+    internal = S[:, 0] >= 0
+    left = np.where(internal, S[:, 0] + node_off[tree], -1)
+    right = np.where(internal, S[:, 1] + node_off[tree], -1)
+    leaf_rows = np.flatnonzero(~internal)
+    leaf_input = S[leaf_rows, 3] + leaf_off[tree[leaf_rows]]
+    order = np.argsort(S[:, 2], kind="stable")
+    bounds = np.searchsorted(S[order, 2], np.arange(1, S[:, 2].max() + 2))
+    levels = [order[a:b] for a, b in zip(bounds[:-1], bounds[1:])]  # heights 1, 2, ...
+    return left, right, leaf_rows, leaf_input, levels
+
+
+def tree_lstm_scan(shapes, x, W, bx, U, b, *, lengths):
+    """Every node's h, per tree in post-order, for binary trees with leaf inputs x (packed, ``lengths`` leaves
+    per tree): leaves [i o u] = W x + b_x, c = i * u; internal nodes [i o u f_l f_r] = U [h_l; h_r] + b,
+    c = i * u + f_l * c_l + f_r * c_r; h = o * tanh(c) (sigmoid i, o, f; tanh u)."""
+    xp = backend.xp
+    left, right, leaf_rows, leaf_input, levels = _tree_layout(shapes, lengths)
+    n, H = len(left), U.shape[1] // 2
+    Hs, C = xp.empty((n, H), x.dtype), xp.empty((n, H), x.dtype)
+    rows = xp.asarray(leaf_rows)
+    A_leaf = x[xp.asarray(leaf_input)] @ W.T + bx
+    _sigmoid_(A_leaf[:, :2 * H])
+    xp.tanh(A_leaf[:, 2 * H:], out=A_leaf[:, 2 * H:])
+    C[rows] = A_leaf[:, :H] * A_leaf[:, 2 * H:]
+    Hs[rows] = A_leaf[:, H:2 * H] * xp.tanh(C[rows])
+    saved = []
+    for nodes in levels:
+        nd, l, r = xp.asarray(nodes), xp.asarray(left[nodes]), xp.asarray(right[nodes])
+        kids = xp.concatenate([Hs[l], Hs[r]], axis=1)
+        a = kids @ U.T + b
+        _sigmoid_(a[:, :2 * H])
+        xp.tanh(a[:, 2 * H:3 * H], out=a[:, 2 * H:3 * H])
+        _sigmoid_(a[:, 3 * H:])
+        c = a[:, :H] * a[:, 2 * H:3 * H] + a[:, 3 * H:4 * H] * C[l] + a[:, 4 * H:] * C[r]
+        C[nd] = c
+        Hs[nd] = a[:, H:2 * H] * xp.tanh(c)
+        saved.append((nd, l, r, kids, a))
+    return Hs, (rows, xp.asarray(leaf_input), A_leaf, C, saved)
+
+
+def tree_lstm_scan_vjp(g, y, shapes, x, W, bx, U, b, *, lengths, res):
+    xp = backend.xp
+    rows, leaf_input, A_leaf, C, saved = res
+    H = U.shape[1] // 2
+    dH, dC = g.copy(), xp.zeros_like(C)
+    dU, db = xp.zeros_like(U), xp.zeros_like(b)
+    for nd, l, r, kids, a in reversed(saved):  # a node's gradients are complete once its parents are done
+        i, o, u, fl, fr = (a[:, k * H:(k + 1) * H] for k in range(5))
+        tc = xp.tanh(C[nd])
+        dh = dH[nd]
+        dc = dC[nd] + dh * o * (1 - tc * tc)
+        da = xp.empty_like(a)
+        da[:, :H] = dc * u * i * (1 - i)
+        da[:, H:2 * H] = dh * tc * o * (1 - o)
+        da[:, 2 * H:3 * H] = dc * i * (1 - u * u)
+        da[:, 3 * H:4 * H] = dc * C[l] * fl * (1 - fl)
+        da[:, 4 * H:] = dc * C[r] * fr * (1 - fr)
+        dU += da.T @ kids
+        db += da.sum(axis=0)
+        dkids = da @ U
+        # Children belong to exactly one parent, so plain indexed adds never collide within a level.
+        dH[l] += dkids[:, :H]
+        dH[r] += dkids[:, H:]
+        dC[l] += dc * fl
+        dC[r] += dc * fr
+    i, o, u = A_leaf[:, :H], A_leaf[:, H:2 * H], A_leaf[:, 2 * H:]
+    tc = xp.tanh(C[rows])
+    dh = dH[rows]
+    dc = dC[rows] + dh * o * (1 - tc * tc)
+    da = xp.empty_like(A_leaf)
+    da[:, :H] = dc * u * i * (1 - i)
+    da[:, H:2 * H] = dh * tc * o * (1 - o)
+    da[:, 2 * H:] = dc * i * (1 - u * u)
+    X = x[leaf_input]
+    dx = xp.zeros_like(x)
+    dx[leaf_input] = da @ W
+    return dx, da.T @ X, da.sum(axis=0), dU, db

@@ -109,6 +109,10 @@ CASES = {
                   Case(lambda k, x, Wh, h0, c0: _scan(_rows_of(x, k + 2), Wh, h0, c0, dirs=(False, True)),
                        [(16,), (16, 2), (4,), (4,)], lambda k, x, Wh, h0, c0: _bidirectional_ref(
                            _rows_np(x, k + 2), Wh, h0, c0), shared=(1, 2, 3))],
+    "tree_lstm_scan": [Case(lambda k, x, W, bx, U, b: _tree_scan(_rows_of(x, len(_TREES[k]) // 2 + 1), _TREES[k],
+                                                               W, bx, U, b), [(3,), (6, 3), (6,), (10, 4), (10,)],
+                            lambda k, x, W, bx, U, b: _tree_ref(_rows_np(x, len(_TREES[k]) // 2 + 1), _TREES[k],
+                                                                W, bx, U, b), shared=(1, 2, 3, 4))],
     "pick": [Case(lambda k, x: ab.pick(x, [0, 2, 1][k]), [(3,)], lambda k, x: x[[0, 2, 1][k]]),
              Case(lambda k, x: ab.pick(x, [1, 0, 1][k]), [(2, 3)], lambda k, x: x[[1, 0, 1][k]])],
     "concat": [Case(lambda k, a, b: ab.concat([a, b]), [(2,), (3,)], lambda k, a, b: np.concatenate([a, b])),
@@ -178,6 +182,19 @@ CASES = {
                           [(4, 2), (3, 6), (3,)],  # the first tap (offset -6) reaches past the whole matrix
                           lambda k, *a: ref.dilated_conv(*a, [4, 2, 3][k], dilation=3, causal=True),
                           shared=(1, 2))],
+    # ---- issue 4: binary Tree-LSTM cells, gates [i o u] (leaf) or [i o u f_l f_r] (internal node), H = 2 ----
+    "tree_lstm_cell": [Case(lambda k, gt: ab.tree.tree_lstm_cell(gt), [(6,)],
+                            lambda k, gt: expit(gt[:2]) * np.tanh(gt[4:6])),
+                       Case(lambda k, gt, cl, cr: ab.tree.tree_lstm_cell(gt, cl, cr), [(10,), (2,), (2,)],
+                            lambda k, gt, cl, cr: expit(gt[:2]) * np.tanh(gt[4:6]) + expit(gt[6:8]) * cl
+                            + expit(gt[8:]) * cr),
+                       Case(lambda k, gt, cl, cr: ab.tree.tree_lstm_cell(gt, cl, cr), [(10,), (2,), (2,)],
+                            lambda k, gt, cl, cr: expit(gt[:2]) * np.tanh(gt[4:6]) + expit(gt[6:8]) * cl
+                            + expit(gt[8:]) * cr, shared=(1,))],
+    "tree_lstm_hidden": [Case(lambda k, gt, c: ab.tree.tree_lstm_hidden(gt, c), [(6,), (2,)],
+                              lambda k, gt, c: expit(gt[2:4]) * np.tanh(c)),
+                         Case(lambda k, gt, c: ab.tree.tree_lstm_hidden(gt, c), [(10,), (2,)],
+                              lambda k, gt, c: expit(gt[2:4]) * np.tanh(c), shared=(0,))],
 }
 
 N_EXAMPLES = 3
@@ -196,6 +213,35 @@ def _scan(X, Wh, h0=None, c0=None, reverse=False, dirs=None):
     g = ab.current_graph()
     ids = [ab.ops._node(g, v) for v in (X, Wh, h0, c0) if v is not None]
     return ab.Expression(g, g.add(REGISTRY["lstm_scan"], tuple(ids), (("dirs", dirs or (reverse,)),)))
+
+
+# Trees in post-order, per node (left, right, height, leaf number): one leaf; a pair; ((a b) c) and (a (b c)) mixed.
+_TREES = [np.array([[-1, -1, 0, 0]]),
+          np.array([[-1, -1, 0, 0], [-1, -1, 0, 1], [0, 1, 1, -1]]),
+          np.array([[-1, -1, 0, 0], [-1, -1, 0, 1], [0, 1, 1, -1], [-1, -1, 0, 2], [2, 3, 2, -1]])]
+
+
+def _tree_scan(X, shape, W, bx, U, b):
+    g = ab.current_graph()
+    ids = tuple(ab.ops._node(g, v) for v in (X, W, bx, U, b))
+    return ab.Expression(g, g.add(REGISTRY["tree_lstm_scan"], ids, (), shape, rows=len(shape)))
+
+
+def _tree_ref(X, shape, W, bx, U, b):
+    """Each node's h in post-order, node by node, with the Tree-LSTM equations written out."""
+    sig = lambda v: 1 / (1 + np.exp(-v))  # noqa: E731
+    H = U.shape[1] // 2
+    hs, cs = [], []
+    for left, right, _, leaf in shape:
+        if left < 0:
+            a = W @ X[leaf] + bx
+            c = sig(a[:H]) * np.tanh(a[2 * H:])
+        else:
+            a = U @ np.concatenate([hs[left], hs[right]]) + b
+            c = sig(a[:H]) * np.tanh(a[2 * H:3 * H]) + sig(a[3 * H:4 * H]) * cs[left] + sig(a[4 * H:]) * cs[right]
+        hs.append(sig(a[H:2 * H]) * np.tanh(c))
+        cs.append(c)
+    return np.stack(hs)
 
 
 def _bidirectional_ref(X, Wh, h0, c0):
