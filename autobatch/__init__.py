@@ -28,3 +28,4 @@ def use_backend(name):
 
 
 __version__ = "0.1.0"
+from .tree import TreeLSTM

@@ -1,0 +1,127 @@
+"""Runnable training examples on the real datasets or their synthetic stand-ins (issue 4):
+
+    python -m autobatch.examples.tagger    --data ../shared/data/ud-english-ewt   # BiLSTM UPOS tagger
+    python -m autobatch.examples.treelstm  --data ../shared/data/sst-trees        # Tree-LSTM sentiment (SST)
+    python -m autobatch.examples.lm        --data ../shared/data/ptb-lm           # LSTM language model (PTB)
+
+Without ``--data`` each runs on a small synthetic set from ``autobatch.data`` (quick, works anywhere). Every
+example prints a line per epoch and, as its last line, one JSON object with its metrics. Each module's model is
+a small class (``pc``, ``loss(example)``, ``predict(x)``) that other code can import; ``main(argv)`` is the
+command line. This module holds what the three share: the common flags and the training loop around
+``autobatch.Trainer``.
+"""
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .. import graph as _graph
+from ..optim import Adam
+from ..train import Trainer
+
+__all__ = ["common_parser", "check_args", "split_file", "limit", "subset", "train_model", "emit"]
+
+
+def common_parser(description, *, epochs, batch_size, lr, embed, hidden, max_train, max_dev):
+    """An ArgumentParser with the flags every example takes; the defaults differ per example."""
+    ap = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", metavar="DIR", help="the dataset's folder (default: synthetic data)")
+    ap.add_argument("--epochs", type=int, default=epochs, help=f"training epochs (default {epochs})")
+    ap.add_argument("--max-train", type=int, default=None, metavar="N",
+                    help=f"use N training examples (default: all; synthetic: {max_train})")
+    ap.add_argument("--max-dev", type=int, default=None, metavar="N",
+                    help=f"use N dev examples (default: all; synthetic: {max_dev})")
+    ap.add_argument("--seed", type=int, default=0, help="initialisation, shuffling and synthetic data")
+    ap.add_argument("--embed", type=int, default=embed, help=f"word embedding size (default {embed})")
+    ap.add_argument("--hidden", type=int, default=hidden, help=f"recurrent hidden size (default {hidden})")
+    ap.add_argument("--batch-size", type=int, default=batch_size, help=f"minibatch size (default {batch_size})")
+    ap.add_argument("--lr", type=float, default=lr, help=f"Adam learning rate (default {lr})")
+    ap.add_argument("--clip", type=float, default=5.0, help="gradient norm clipping threshold (DyNet's 5)")
+    ap.add_argument("--strategy", choices=_graph.STRATEGIES, default="agenda", help="batching strategy")
+    ap.add_argument("--patience", type=int, default=3, help="stop after this many epochs without a better dev "
+                                                             "metric (default 3)")
+    ap.add_argument("--checkpoint-dir", metavar="DIR", help="write last.npz there after every epoch")
+    ap.add_argument("--resume", action="store_true", help="continue from --checkpoint-dir/last.npz if present")
+    ap.add_argument("--log", metavar="FILE", help="one JSON line per epoch")
+    return ap
+
+
+def check_args(ap, args):
+    """Reject flag values the examples cannot use (argparse's own error: usage and exit status 2)."""
+    for flag in ("epochs", "batch_size", "embed", "hidden", "mlp", "max_train", "max_dev", "patience"):
+        v = getattr(args, flag, None)
+        if v is not None and v < 1:
+            ap.error(f"--{flag.replace('_', '-')} must be at least 1, got {v}")
+    for flag in ("lr", "clip"):
+        if not getattr(args, flag) > 0:
+            ap.error(f"--{flag} must be positive, got {getattr(args, flag)}")
+    if args.resume and not args.checkpoint_dir:
+        ap.error("--resume needs --checkpoint-dir")
+
+
+def split_file(folder, pattern):
+    """The one file in ``folder`` matching ``pattern``."""
+    matches = sorted(Path(folder).glob(pattern))
+    if len(matches) != 1:
+        what = "no file" if not matches else f"{len(matches)} files ({', '.join(m.name for m in matches)})"
+        raise FileNotFoundError(f"{folder}: {what} matching {pattern!r}; --data must be the dataset's folder")
+    return matches[0]
+
+
+def limit(items, n):
+    """The first ``n`` items (all of them when ``n`` is None)."""
+    return list(items) if n is None else list(items)[:n]
+
+
+def subset(items, n):
+    """``n`` of ``items`` drawn at random, kept in their order (all of them when ``n`` is None or not smaller).
+    Random rather than the first ``n`` because dataset files can be sorted (SST's are, by sentiment); the draw
+    is fixed, the same for every ``--seed``, so runs that differ in seed see the same examples."""
+    items = list(items)
+    if n is None or n >= len(items):
+        return items
+    keep = np.sort(np.random.default_rng(0).choice(len(items), size=n, replace=False))
+    return [items[i] for i in keep.tolist()]
+
+
+def train_model(model, train, dev, evaluate, args, *, metric, mode="max", unit="examples"):
+    """Train ``model`` (``pc`` and ``loss(example)``) with ``autobatch.Trainer`` and the common flags: Adam,
+    gradient norm clipped at ``--clip``, the minibatch loss normalised by its longest example, early stopping on
+    ``evaluate(dev)`` (named ``metric``; ``mode`` says whether higher is better) with the best parameters
+    restored, optional checkpoints and log. Prints one line per epoch; returns the Trainer and a summary (the
+    best dev metric, epochs, per-epoch training loss, training seconds and ``train_<unit>_per_s``)."""
+    trainer = None
+    mark = [time.perf_counter(), 0]  # end of the previous epoch's evaluation, steps done by then
+
+    def watched(examples):
+        seconds = time.perf_counter() - mark[0]
+        losses = trainer.step_losses[mark[1]:]
+        value = evaluate(examples)
+        print(f"epoch {trainer.epoch}: train loss {sum(losses) / max(1, len(losses)):.4f}, "
+              f"{len(train) / seconds:.0f} {unit}/s; {metric} {value:.4f}", flush=True)
+        mark[:] = time.perf_counter(), trainer.step
+        return value
+
+    trainer = Trainer(model.pc, model.loss, Adam(model.pc, lr=args.lr), batch_size=args.batch_size,
+                      strategy=args.strategy, clip=args.clip, evaluate=watched, mode=mode, patience=args.patience,
+                      checkpoint_dir=args.checkpoint_dir, log_path=args.log, seed=args.seed)
+    trainer.fit(train, dev, epochs=args.epochs, resume=args.resume)
+    history = trainer.history
+    seconds = sum(r["seconds"] for r in history)
+    summary = {
+        metric: trainer.stopper.best,
+        "best_epoch": trainer.stopper.best_epoch,
+        "epochs": trainer.epoch,
+        "train_loss": [round(r["train_loss"], 6) for r in history],
+        "train_seconds": round(seconds, 3),
+        f"train_{unit}_per_s": round(len(train) * len(history) / seconds, 2) if seconds > 0 else None,
+    }
+    return trainer, summary
+
+
+def emit(metrics):
+    """Print the metrics as the run's last line: one JSON object."""
+    print(json.dumps(metrics), flush=True)
+    return metrics

@@ -1,0 +1,123 @@
+"""LSTM language model on the Penn Treebank, as neulab/dynet-benchmark's rnnlm-batch: word embedding 128,
+one-layer LSTM with hidden 256, a full softmax over the vocabulary, Adam (learning rate 3e-3, not DyNet's 1e-3:
+a minibatch of 32 sentences makes one step), gradient norm clipped at 5. Every
+sentence is read from the boundary symbol ``<s>`` and predicts its words and then ``<s>`` again; the metric is
+dev perplexity over those predictions (the boundaries included), next to an add-one unigram model's.
+
+    python -m autobatch.examples.lm                                # synthetic bigram-structured text
+    python -m autobatch.examples.lm --data ../shared/data/ptb-lm   # PTB (ptb.train.txt, ptb.valid.txt)
+
+``--max-train N`` / ``--max-dev N`` use a fixed random subset of the sentences (the same for every ``--seed``).
+
+Prints one line per epoch, then a JSON object with dev_perplexity, unigram_perplexity and the training speed.
+"""
+import math
+import sys
+import time
+
+import numpy as np
+
+from .. import data
+from .. import ops
+from ..graph import renew_cg
+from ..parameters import ParameterCollection
+from ..rnn import LSTM
+from . import check_args, common_parser, emit, split_file, subset, train_model
+
+BOUNDARY = "<s>"
+
+
+class LanguageModel:
+    """p(w_t | w_<t) = softmax(W h_t + b), with h_t the LSTM's output after reading ``<s>`` w_1 .. w_(t-1).
+    ``words`` is a ``data.Vocab`` that holds the boundary symbol ``<s>``; an example is a list of word ids."""
+
+    def __init__(self, words, *, embed=128, hidden=256, seed=0, dtype=np.float32):
+        if BOUNDARY not in words:
+            raise ValueError(f"LanguageModel: the vocabulary has no boundary symbol {BOUNDARY!r}; build it with "
+                             f"Vocab.build(..., specials=({BOUNDARY!r},))")
+        self.words, self.boundary = words, words.index(BOUNDARY)
+        self.pc = pc = ParameterCollection(seed=seed, dtype=dtype)
+        self.E = pc.add_lookup_parameters((len(words), embed), name="E")
+        self.lstm = LSTM(pc, embed, hidden, name="lstm")
+        self.W = pc.add_parameters((len(words), hidden), name="W")
+        self.b = pc.add_parameters((len(words),), name="b")
+
+    def scores(self, word_ids):
+        """The next-word scores (logits) after ``<s>`` and after each word: len(word_ids) + 1 Expressions."""
+        E, W, b = self.E, self.W, self.b
+        hs = self.lstm.transduce([E[self.boundary]] + [E[w] for w in word_ids])
+        return [ops.affine(b, W, h) for h in hs]
+
+    def loss(self, word_ids):
+        """The per-prediction losses -log p(w_t | w_<t) of one sentence, its closing ``<s>`` included."""
+        targets = list(word_ids) + [self.boundary]
+        return [ops.pick_neg_log_softmax(s, t) for s, t in zip(self.scores(word_ids), targets)]
+
+    def predict(self, word_ids):
+        """The most likely next word id after ``<s>`` and after each word (len(word_ids) + 1 ids). Builds in the
+        current graph and reads its values, so ``batch_map(model.predict, sentences)`` runs batched."""
+        scores = self.scores(word_ids)
+        return ops.concat(scores).value().reshape(len(scores), -1).argmax(axis=1).tolist()
+
+    def perplexity(self, sentences, batch_size=128):
+        """exp(mean negative log-likelihood per prediction) over ``sentences`` (word id lists), one graph per
+        ``batch_size`` sentences."""
+        sentences = list(sentences)
+        total, count = 0.0, 0
+        for i in range(0, len(sentences), batch_size):
+            renew_cg()
+            losses = [t for s in sentences[i:i + batch_size] for t in self.loss(s)]
+            total += ops.esum(losses).value()
+            count += len(losses)
+        return math.exp(total / max(1, count))
+
+
+def unigram_perplexity(train, dev, vocab_size, boundary):
+    """The dev perplexity of an add-one unigram model estimated on ``train`` (word id lists; every sentence
+    also predicts one ``boundary``): the bar a model that uses context must clear."""
+    counts = np.bincount([w for s in train for w in s] + [boundary] * len(train), minlength=vocab_size) + 1.0
+    logp = np.log(counts / counts.sum())
+    nll = -sum(logp[s].sum() for s in dev if s) - logp[boundary] * len(dev)
+    return math.exp(nll / (sum(map(len, dev)) + len(dev)))
+
+
+def load(args):
+    """Train and dev sentences (token lists), and the text the vocabulary is built from: PTB's from ``--data``
+    (the vocabulary from all of ptb.train.txt, also under ``--max-train``, so that it stays PTB's 10k words and
+    perplexities stay comparable), else synthetic bigram-model text."""
+    if args.data:
+        text = data.read_lm(split_file(args.data, "ptb.train.txt"))
+        return subset(text, args.max_train), subset(data.read_lm(split_file(args.data, "ptb.valid.txt")),
+                                                    args.max_dev), text
+    n_train, n_dev = args.max_train or 400, args.max_dev or 100
+    sents = data.synthetic_lm(n_train + n_dev, vocab_size=args.vocab, seed=args.seed)
+    return sents[:n_train], sents[n_train:], sents[:n_train]
+
+
+def main(argv=None):
+    """Train and evaluate the language model; returns the metrics printed as the last line."""
+    t0 = time.perf_counter()
+    ap = common_parser(__doc__, epochs=3, batch_size=32, lr=3e-3, embed=128, hidden=256, max_train=400,
+                       max_dev=100)
+    ap.add_argument("--min-count", type=int, default=1, help="words seen fewer times map to <unk> (default 1: "
+                                                             "PTB's text already has its <unk>)")
+    ap.add_argument("--vocab", type=int, default=200, help="synthetic vocabulary size (default 200)")
+    args = ap.parse_args(argv)
+    check_args(ap, args)
+    train_text, dev_text, vocab_text = load(args)
+    words = data.Vocab.build(vocab_text, min_count=args.min_count, specials=(BOUNDARY,))
+    model = LanguageModel(words, embed=args.embed, hidden=args.hidden, seed=args.seed)
+    train, dev = [words.encode(s) for s in train_text], [words.encode(s) for s in dev_text]
+    unigram = unigram_perplexity(train, dev, len(words), model.boundary)
+    print(f"{'PTB' if args.data else 'synthetic'}: {len(train)} train / {len(dev)} dev sentences, "
+          f"{sum(map(len, train))} train words, vocabulary {len(words)}; unigram dev perplexity {unigram:.1f}",
+          flush=True)
+    _, summary = train_model(model, train, dev, model.perplexity, args, metric="dev_perplexity", mode="min",
+                             unit="sents")
+    return emit({**summary, "unigram_perplexity": unigram, "train_sentences": len(train),
+                 "dev_sentences": len(dev), "vocab_size": len(words), "data": args.data or "synthetic",
+                 "wall_seconds": round(time.perf_counter() - t0, 3)})
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

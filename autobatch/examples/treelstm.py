@@ -1,0 +1,139 @@
+"""Binary Tree-LSTM sentiment classifier on the Stanford Sentiment Treebank, fine-grained (5 classes), as in
+neulab/dynet-benchmark's treenn: word embedding 128, Tree-LSTM hidden 128 (``autobatch.TreeLSTM``: the word
+enters at the leaves, internal nodes compose their children), a softmax layer on every node's h with a loss at
+every node (leaves included, as in Tai et al. 2015), Adam, gradient norm clipped at 5. Words seen fewer than
+``--min-count`` (2) times in training map to the unknown word. The metric is dev root accuracy.
+
+    python -m autobatch.examples.treelstm                                   # synthetic sentiment trees
+    python -m autobatch.examples.treelstm --data ../shared/data/sst-trees   # SST (train.txt, dev.txt)
+
+``--max-train N`` / ``--max-dev N`` use a fixed random subset of the trees (the same for every ``--seed``).
+
+Prints one line per epoch, then a JSON object with dev_root_accuracy, the majority baseline and the speed.
+"""
+import sys
+import time
+
+import numpy as np
+
+from .. import data
+from .. import ops
+from ..batch_map import batch_map
+from ..graph import renew_cg
+from ..parameters import ParameterCollection
+from ..tree import TreeLSTM
+from . import check_args, common_parser, emit, split_file, subset, train_model
+
+# data.parse_tree splits tokens at any str.isspace() character, so a word holding a no-break space (SST's
+# train.txt has three: "8\xa01/2") reads as two words and the line fails to parse; it is parsed with a stand-in.
+_NBSP, _STAND_IN = "\xa0", "\ue000"
+
+
+def read_sst(path, max_trees=None):
+    """Read one bracketed tree per non-empty line (``data.read_sst``, except that a no-break space inside a
+    word stays part of the word)."""
+    trees = []
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            if max_trees is not None and len(trees) >= max_trees:
+                break
+            if not line.strip():
+                continue
+            try:
+                tree = data.parse_tree(line.replace(_NBSP, _STAND_IN))
+            except ValueError as e:
+                raise ValueError(f"{path}:{lineno}: {e}") from None
+            if _NBSP in line:
+                for node in tree.nodes():
+                    if node.word is not None:
+                        node.word = node.word.replace(_STAND_IN, _NBSP)
+            trees.append(tree)
+    return trees
+
+
+class TreeSentiment:
+    """Class scores at every node = W h + b, with h the node's Tree-LSTM output over the word embeddings at
+    the leaves. ``words`` is a ``data.Vocab`` with an unknown token; an example is a ``data.Tree`` (any binary
+    tree whose leaves have ``word`` and whose nodes have an int ``label`` in [0, n_classes))."""
+
+    def __init__(self, words, *, n_classes=5, embed=128, hidden=128, seed=0, dtype=np.float32):
+        if words.unk is None:
+            raise ValueError("TreeSentiment: the word vocabulary needs an unknown token for words unseen in "
+                             "training")
+        self.words, self.n_classes = words, int(n_classes)
+        self.pc = pc = ParameterCollection(seed=seed, dtype=dtype)
+        self.E = pc.add_lookup_parameters((len(words), embed), name="E")
+        self.tree = TreeLSTM(pc, embed, hidden, name="tree")
+        self.W = pc.add_parameters((self.n_classes, hidden), name="W")
+        self.b = pc.add_parameters((self.n_classes,), name="b")
+
+    def scores(self, tree):
+        """The class scores (logits) of every node of ``tree``, in ``tree.nodes()`` order (the root last)."""
+        E, W, b, index = self.E, self.W, self.b, self.words.index
+        states = self.tree.transduce(tree, [E[index(w)] for w in tree.leaves()])
+        return [ops.affine(b, W, s.h) for s in states]
+
+    def loss(self, tree):
+        """The per-node losses -log p(label | subtree), every node of ``tree``."""
+        return [ops.pick_neg_log_softmax(s, node.label) for s, node in zip(self.scores(tree), tree.nodes())]
+
+    def predict(self, tree):
+        """The most likely class of the root. Builds in the current graph and reads its value, so
+        ``batch_map(model.predict, trees)`` classifies many trees in one batched pass (see ``predict_all``)."""
+        E, W, b, index = self.E, self.W, self.b, self.words.index
+        root = self.tree.transduce(tree, [E[index(w)] for w in tree.leaves()])[-1]
+        return int(np.argmax(ops.affine(b, W, root.h).value()))
+
+    def predict_all(self, trees, batch_size=256):
+        """``predict`` for every tree, one graph per ``batch_size`` trees."""
+        out = []
+        trees = list(trees)
+        for i in range(0, len(trees), batch_size):
+            renew_cg()
+            out += batch_map(self.predict, trees[i:i + batch_size])
+        return out
+
+    def root_accuracy(self, trees, batch_size=256):
+        """The fraction of trees whose root label is predicted right."""
+        trees = list(trees)
+        return float(np.mean([p == t.label for p, t in zip(self.predict_all(trees, batch_size), trees)]))
+
+
+def load(args):
+    """Train and dev trees: SST's from ``--data``, else synthetic SST-like trees."""
+    if args.data:
+        return (subset(read_sst(split_file(args.data, "train.txt")), args.max_train),
+                subset(read_sst(split_file(args.data, "dev.txt")), args.max_dev))
+    n_train, n_dev = args.max_train or 300, args.max_dev or 100
+    trees = data.synthetic_trees(n_train + n_dev, vocab_size=args.vocab, seed=args.seed)
+    return trees[:n_train], trees[n_train:]
+
+
+def main(argv=None):
+    """Train and evaluate the Tree-LSTM classifier; returns the metrics printed as the last line."""
+    t0 = time.perf_counter()
+    ap = common_parser(__doc__, epochs=5, batch_size=32, lr=1e-3, embed=128, hidden=128, max_train=300,
+                       max_dev=100)
+    ap.add_argument("--min-count", type=int, default=2, help="words seen fewer times map to the unknown word")
+    ap.add_argument("--vocab", type=int, default=500, help="synthetic vocabulary size (default 500)")
+    args = ap.parse_args(argv)
+    check_args(ap, args)
+    train, dev = load(args)
+    words = data.Vocab.build([t.leaves() for t in train], min_count=args.min_count)
+    labels = [n.label for t in train for n in t.nodes()]
+    model = TreeSentiment(words, n_classes=max(5, 1 + max(labels)), embed=args.embed, hidden=args.hidden,
+                          seed=args.seed)
+    majority = int(np.bincount([t.label for t in train]).argmax())
+    baseline = float(np.mean([t.label == majority for t in dev]))
+    print(f"{'SST' if args.data else 'synthetic'}: {len(train)} train / {len(dev)} dev trees, {len(labels)} "
+          f"train nodes, {len(words)} word types (min count {args.min_count}); majority-class dev root accuracy "
+          f"{baseline:.4f}", flush=True)
+    _, summary = train_model(model, train, dev, model.root_accuracy, args, metric="dev_root_accuracy",
+                             unit="trees")
+    return emit({**summary, "dev_majority_baseline": baseline, "train_trees": len(train), "dev_trees": len(dev),
+                 "vocab_size": len(words), "data": args.data or "synthetic",
+                 "wall_seconds": round(time.perf_counter() - t0, 3)})
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

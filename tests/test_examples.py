@@ -1,0 +1,202 @@
+"""The example programs (issue 4) end to end through ``main(argv)`` on tiny synthetic data: each prints its
+metrics as one JSON object on its last line and learns (the tagger beats the majority tag, the Tree-LSTM's loss
+falls, the language model beats a unigram model); on the real datasets, when present, a short run parses them and
+finishes. Also the models' batched prediction, the SST reader's no-break spaces, checkpoints and resume, and
+every error message the examples add."""
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import autobatch as ab
+from autobatch import data
+from autobatch.examples import lm, tagger, treelstm
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+SMALL = ["--embed", "16", "--hidden", "16", "--seed", "0"]
+
+
+@pytest.fixture(autouse=True)
+def float32_default():
+    yield
+    ab.ParameterCollection(dtype=np.float32)  # the models make float32 collections; leave the default so
+
+
+def run(module, argv, capsys):
+    """``module.main(argv)``; checks that the last printed line is the returned metrics as JSON."""
+    metrics = module.main(argv)
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert json.loads(lines[-1]) == metrics
+    assert any(line.startswith("epoch ") and ": train loss" in line for line in lines)
+    return metrics
+
+
+def test_tagger_learns_the_synthetic_task(capsys):
+    m = run(tagger, SMALL + ["--max-train", "200", "--max-dev", "60", "--epochs", "4", "--batch-size", "8",
+                             "--lr", "0.02", "--mlp", "16", "--vocab", "150"], capsys)
+    assert {"dev_accuracy", "dev_majority_baseline", "train_sents_per_s", "train_seconds", "best_epoch",
+            "epochs", "train_loss", "wall_seconds"} <= set(m)
+    assert m["train_sentences"] == 200 and m["dev_sentences"] == 60 and m["data"] == "synthetic"
+    assert m["dev_accuracy"] > m["dev_majority_baseline"] + 0.3
+    assert m["train_sents_per_s"] > 0
+
+
+def test_treelstm_loss_falls(capsys):
+    m = run(treelstm, SMALL + ["--max-train", "60", "--max-dev", "20", "--epochs", "4", "--batch-size", "8",
+                               "--lr", "0.01", "--vocab", "100"], capsys)
+    assert {"dev_root_accuracy", "dev_majority_baseline", "train_trees_per_s", "best_epoch", "train_loss"} <= set(m)
+    assert len(m["train_loss"]) == 4 and m["train_loss"][-1] < 0.85 * m["train_loss"][0]
+    assert 0.0 <= m["dev_root_accuracy"] <= 1.0
+
+
+def test_lm_perplexity_falls_below_the_unigram_one(capsys):
+    m = run(lm, SMALL + ["--max-train", "150", "--max-dev", "40", "--epochs", "3", "--batch-size", "8",
+                         "--lr", "0.02", "--vocab", "60"], capsys)
+    assert {"dev_perplexity", "unigram_perplexity", "train_sents_per_s", "best_epoch"} <= set(m)
+    assert m["dev_perplexity"] < 0.9 * m["unigram_perplexity"]
+
+
+@pytest.mark.parametrize("module,folder,key", [(tagger, "ud-english-ewt", "dev_accuracy"),
+                                               (treelstm, "sst-trees", "dev_root_accuracy"),
+                                               (lm, "ptb-lm", "dev_perplexity")])
+def test_real_data_parses_and_a_short_run_finishes(module, folder, key, capsys):
+    if not (DATA / folder).is_dir():
+        pytest.skip(f"{DATA / folder} is not here")
+    m = run(module, SMALL + ["--data", str(DATA / folder), "--epochs", "1", "--max-train", "200",
+                             "--max-dev", "50", "--batch-size", "50"], capsys)
+    assert m["epochs"] == 1 and m["data"] == str(DATA / folder) and math.isfinite(m[key])
+    assert m.get("train_sentences", m.get("train_trees")) == 200
+
+
+def test_lm_vocabulary_is_ptbs_whole_one_under_max_train(capsys):
+    if not (DATA / "ptb-lm").is_dir():
+        pytest.skip("PTB is not here")
+    args = lm.common_parser("", epochs=1, batch_size=1, lr=1.0, embed=1, hidden=1, max_train=1, max_dev=1)
+    args = args.parse_args(["--data", str(DATA / "ptb-lm"), "--max-train", "3", "--max-dev", "2"])
+    train, dev, vocab_text = lm.load(args)
+    assert len(train) == 3 and len(dev) == 2 and len(vocab_text) == 42068
+    assert all(s in vocab_text for s in train)
+    # PTB's 10k words are 9,999 in the text (its tenth, the sentence end, is not written) and <s> here
+    assert len(data.Vocab.build(vocab_text, specials=(lm.BOUNDARY,))) == 10000
+
+
+def test_subsets_are_random_fixed_and_in_order():
+    from autobatch.examples import subset
+
+    items = list(range(100))  # sorted, as SST's files are by sentiment: the first N would be a biased sample
+    picked = subset(items, 10)
+    assert picked == sorted(picked) and len(set(picked)) == 10 and picked != items[:10]
+    assert subset(items, 10) == picked and subset(items, None) == items and subset(items, 500) == items
+
+
+def test_checkpoints_log_and_resume(tmp_path, capsys):
+    argv = SMALL + ["--max-train", "30", "--max-dev", "10", "--checkpoint-dir", str(tmp_path / "ck"),
+                    "--log", str(tmp_path / "log.jsonl")]
+    first = run(tagger, argv + ["--epochs", "1"], capsys)
+    assert (tmp_path / "ck" / "last.npz").is_file() and first["epochs"] == 1
+    second = run(tagger, argv + ["--epochs", "2", "--resume"], capsys)
+    records = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    assert second["epochs"] == 2 and [r["epoch"] for r in records] == [1, 2]
+    assert second["train_loss"][0] == first["train_loss"][0]  # the first epoch came from the checkpoint
+
+
+def _tagging_model(seed=0):
+    sents = data.synthetic_tagging(12, vocab_size=40, seed=seed, mean_len=6, max_len=12)
+    words = data.Vocab.build([s.words for s in sents])
+    tags = data.Vocab.build([s.upos for s in sents], unk=None)
+    model = tagger.Tagger(words, tags, embed=8, hidden=6, mlp=5, seed=seed)
+    return model, [model.encode(s) for s in sents]
+
+
+def test_batched_prediction_equals_one_sentence_at_a_time():
+    model, examples = _tagging_model()
+    sentences = [w for w, _ in examples] + [[]]
+    alone = []
+    for s in sentences:
+        ab.renew_cg()
+        alone.append(model.predict(s))
+    assert model.predict_all(sentences, batch_size=5) == alone
+    assert model.accuracy(examples) == pytest.approx(
+        np.mean([p == t for s, (_, ts) in zip(alone, examples) for p, t in zip(s, ts)]))
+
+    trees = data.synthetic_trees(7, vocab_size=30, seed=1, mean_len=5, max_len=9)
+    sentiment = treelstm.TreeSentiment(data.Vocab.build([t.leaves() for t in trees]), embed=6, hidden=5)
+    alone = []
+    for t in trees:
+        ab.renew_cg()
+        alone.append(sentiment.predict(t))
+    assert sentiment.predict_all(trees, batch_size=3) == alone
+    assert sentiment.root_accuracy(trees) == pytest.approx(np.mean([p == t.label for p, t in zip(alone, trees)]))
+
+    text = data.synthetic_lm(5, vocab_size=20, seed=2, mean_len=4, max_len=8)
+    model = lm.LanguageModel(data.Vocab.build(text, specials=(lm.BOUNDARY,)), embed=4, hidden=5)
+    ids = [model.words.encode(s) for s in text]
+    ab.renew_cg()
+    preds = ab.batch_map(model.predict, ids)
+    assert [len(p) for p in preds] == [len(s) + 1 for s in ids]
+    ab.renew_cg()
+    assert preds[0] == model.predict(ids[0])
+    nll = []
+    for s in ids:
+        ab.renew_cg()
+        nll += [loss.value() for loss in model.loss(s)]
+    assert model.perplexity(ids, batch_size=2) == pytest.approx(math.exp(np.mean(nll)), rel=1e-5)
+
+
+def test_unigram_perplexity_by_hand():
+    # counts over train (+1 smoothing, vocab 3): word 1 twice, word 2 once, boundary 0 twice -> 3, 2, 3 of 8
+    got = lm.unigram_perplexity([[1, 2], [1]], [[2, 1]], vocab_size=3, boundary=0)
+    assert got == pytest.approx(math.exp(-(math.log(2 / 8) + math.log(3 / 8) + math.log(3 / 8)) / 3))
+
+
+def test_sst_reader_keeps_a_no_break_space_inside_a_word(tmp_path):
+    path = tmp_path / "train.txt"
+    path.write_text("(3 (2 Film) (4 (2 8\xa01\\/2) (3 rocks)))\n\n(1 (1 bad) (2 .))\n", encoding="utf-8")
+    trees = treelstm.read_sst(path)
+    assert [t.leaves() for t in trees] == [["Film", "8\xa01\\/2", "rocks"], ["bad", "."]]
+    assert [t.label for t in trees] == [3, 1] and trees[0].children[1].label == 4
+    assert len(treelstm.read_sst(path, max_trees=1)) == 1
+    path.write_text("(3 (2 a) (2 b))\n(3 (2 a) (2 b)\n", encoding="utf-8")
+    with pytest.raises(ValueError, match=r"train.txt:2: unbalanced tree"):
+        treelstm.read_sst(path)
+
+
+def test_flag_errors(tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        tagger.main(["--epochs", "0"])
+    assert e.value.code == 2 and "--epochs must be at least 1, got 0" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        lm.main(["--max-train", "-3"])
+    assert "--max-train must be at least 1, got -3" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        tagger.main(["--mlp", "0"])
+    assert "--mlp must be at least 1, got 0" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        lm.main(["--lr", "0"])
+    assert "--lr must be positive, got 0.0" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        treelstm.main(["--clip", "-1"])
+    assert "--clip must be positive, got -1.0" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        treelstm.main(["--resume"])
+    assert "--resume needs --checkpoint-dir" in capsys.readouterr().err
+    with pytest.raises(FileNotFoundError, match=r"no file matching '\*-ud-train.conllu'; --data must be the "
+                                                r"dataset's folder"):
+        tagger.main(["--data", str(tmp_path)])
+    for name in ("a-ud-train.conllu", "b-ud-train.conllu"):
+        (tmp_path / name).write_text("")
+    with pytest.raises(FileNotFoundError, match=r"2 files \(a-ud-train.conllu, b-ud-train.conllu\) matching"):
+        tagger.main(["--data", str(tmp_path)])
+
+
+def test_model_errors():
+    no_unk = data.Vocab(["a", "b"], unk=None)
+    with pytest.raises(ValueError, match="Tagger: the word vocabulary needs an unknown token"):
+        tagger.Tagger(no_unk, no_unk)
+    with pytest.raises(ValueError, match="TreeSentiment: the word vocabulary needs an unknown token"):
+        treelstm.TreeSentiment(no_unk)
+    with pytest.raises(ValueError, match=r"LanguageModel: the vocabulary has no boundary symbol '<s>'; build it "
+                                         r"with Vocab.build\(..., specials=\('<s>',\)\)"):
+        lm.LanguageModel(data.Vocab(["a"]))
