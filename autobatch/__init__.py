@@ -14,7 +14,7 @@ from .graph import Graph, current as current_graph, renew_cg
 from .inspect import batching_report, draw_batches, graph_stats, to_networkx
 from .ops import (Expression, affine, cdiv, cmult, concat, dot, esum, exp, forward, input_tensor, layer_norm, log,
                   log_softmax, logistic, lookup, matmul, mean_elems, parameter, pick, pick_neg_log_softmax, relu,
-                  reshape, rows, sequence, softmax, sqrt, square, sum_elems, tanh, transpose, zeros)
+                  reshape, row, rows, sequence, softmax, sqrt, square, sum_elems, tanh, transpose, zeros)
 from .optim import SGD, Adam, GradNormMonitor, clip_grad_norm
 from .parameters import LookupParameter, Parameter, ParameterCollection
 from .regularize import dropout, eval_mode, train_mode, training

@@ -20,10 +20,10 @@ class ExampleError(RuntimeError):
 
 
 class _Wait:
-    __slots__ = ("graph", "node")
+    __slots__ = ("graph", "nodes")
 
-    def __init__(self, graph, node):
-        self.graph, self.node = graph, node
+    def __init__(self, graph, nodes):
+        self.graph, self.nodes = graph, nodes
 
 
 def batch_map(fn, examples):
@@ -38,11 +38,11 @@ def batch_map(fn, examples):
     workers = [greenlet.greenlet(lambda x=x: fn(x), parent=main) for x in examples]
     ours = set(workers)
 
-    def suspend(graph, node):
+    def suspend(graph, *nodes):
         if greenlet.getcurrent() in ours:
-            main.switch(_Wait(graph, node))  # resumed once the value exists
-        else:  # a value asked for outside the examples (e.g. by fn's caller): compute it now
-            _graph.Graph.forward(graph, node)
+            main.switch(_Wait(graph, nodes))  # resumed once the values exist
+        else:  # values asked for outside the examples (e.g. by fn's caller): compute them now
+            _graph.Graph.forward(graph, *nodes)
 
     results = [None] * len(examples)
     _graph.value_hook[0] = suspend
@@ -61,7 +61,7 @@ def batch_map(fn, examples):
                     waits.append((i, out))
             by_graph = {}
             for _, w in waits:
-                by_graph.setdefault(w.graph, []).append(w.node)
+                by_graph.setdefault(w.graph, []).extend(w.nodes)
             for g, nodes in by_graph.items():
                 _graph.Graph.forward(g, *nodes)  # one batched pass for every suspended example
             runnable = [i for i, _ in waits]

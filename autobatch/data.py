@@ -290,19 +290,23 @@ class Tree:
         return f"parse_tree({str(self)!r})"
 
 
+_ASCII_SPACE = " \t\r\n\f\v"
+
+
 def _tree_tokens(line):
-    # Yields (token, start position); a token is "(", ")" or a maximal run of non-space non-paren chars.
+    # Yields (token, start position); a token is "(", ")" or a maximal run of other characters up to ASCII
+    # whitespace. Only ASCII whitespace separates: SST has words with a no-break space inside ("8\xa01/2").
     i, n = 0, len(line)
     while i < n:
         c = line[i]
-        if c.isspace():
+        if c in _ASCII_SPACE:
             i += 1
         elif c in "()":
             yield c, i
             i += 1
         else:
             j = i
-            while j < n and not line[j].isspace() and line[j] not in "()":
+            while j < n and line[j] not in _ASCII_SPACE and line[j] not in "()":
                 j += 1
             yield line[i:j], i
             i = j

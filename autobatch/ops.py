@@ -351,6 +351,17 @@ def sequence(xs):
     return Expression(g, g.add(R.SEQUENCE, tuple([_node(g, x) for x in xs])))
 
 
+def row(s, t):
+    """Row ``t`` of a sequence (negative ``t`` counts from the end)."""
+    g = _graph._current[0]
+    n = _node(g, s)
+    if not g.n_sig[n].ragged:
+        raise ValueError(errors.at(f"row: needs a sequence, got a value of shape {g.shape_of(n)}"))
+    T = g.n_rows[n]
+    t = _index("row", t + T if type(t) is int and t < 0 else t, T)
+    return Expression(g, g.add(R.PICK_ROW, (n,), (), t))
+
+
 def rows(s):
     """The rows of a sequence, as a list of expressions."""
     g = _graph._current[0]
@@ -398,9 +409,10 @@ def mean_elems(x):
 
 
 def forward(*exprs):
-    """Compute several expressions in ONE batched pass (``value()`` on each in turn would run them apart)."""
+    """Compute several expressions in ONE batched pass (``value()`` on each in turn would run them apart).
+    Inside ``batch_map`` the example waits for the others, as ``value()`` does."""
     g = _graph._current[0]
-    g.forward(*[_node(g, e) for e in exprs])
+    (_graph.value_hook[0] or _graph.Graph.forward)(g, *[_node(g, e) for e in exprs])
 
 
 def dot(a, b):

@@ -26,13 +26,16 @@ NORMALIZE = ("max_len", "batch", "sum")
 
 
 def _terms(losses):
-    """Flatten per-example losses (an Expression or a list of per-token Expressions each) into one list of
-    terms, with each example's length (its number of terms)."""
+    """Flatten per-example losses (an Expression, a sequence of per-token losses, or a list of per-token
+    Expressions each) into one list of terms, with each example's length (its number of tokens)."""
     terms, lengths = [], []
     for x in losses:
         if isinstance(x, (list, tuple)):
             terms.extend(x)
             lengths.append(len(x))
+        elif isinstance(x, ops.Expression) and x.is_sequence:
+            terms.append(ops.sum_elems(x))
+            lengths.append(x.shape[0])
         else:
             terms.append(x)
             lengths.append(1)

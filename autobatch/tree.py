@@ -107,7 +107,13 @@ class TreeLSTM:
     def transduce(self, tree, xs):
         """The states of every node of ``tree`` in post-order (children before parents, left before right, the
         root last; ``data.Tree.nodes()``'s order), the leaves reading ``xs`` left to right. ``tree`` is any
-        object whose ``children`` is a list of 0 or 2 subtrees."""
+        object whose ``children`` is a list of 0 or 2 subtrees.
+
+        With ``xs`` a list of vectors: a list of ``TreeState`` (h and c), a few nodes per tree node. With ``xs``
+        a sequence (``E[ids]``): the sequence of every node's h, the whole tree ONE node (a Tree-LSTM scan that
+        runs every tree of the batch together, level by level)."""
+        if isinstance(xs, Expression) and xs.is_sequence:
+            return self._scan(tree, xs)
         xs = list(xs)
         order, leaves = _post_order(tree)
         if len(xs) != leaves:
@@ -123,8 +129,34 @@ class TreeLSTM:
             states.append(state)
         return states
 
+    def _scan(self, tree, X):
+        g = _graph._current[0]
+        shape = tree_shape(tree)
+        leaves = int((shape[:, 0] < 0).sum())
+        if X.shape != (leaves, self.input_dim):
+            raise ValueError(errors.at(f"TreeLSTM: the tree has {leaves} leaves of input ({self.input_dim},), got "
+                                       f"a sequence of shape {X.shape}"))
+        return Expression(g, g.add(R.TREE_LSTM_SCAN, (X.i,) + self._ids(g), (), shape, rows=len(shape)))
+
     def __repr__(self):
         return f"TreeLSTM({self.input_dim} -> {self.hidden_dim})"
+
+
+def tree_shape(tree):
+    """The tree's shape as the Tree-LSTM scan reads it: per node in post-order, its left and right children's
+    post-order positions (-1 for a leaf), its height (a leaf's is 0) and its leaf number (-1 for an inner node)."""
+    order, _ = _post_order(tree)
+    index = {id(node): k for k, node in enumerate(order)}
+    shape = np.full((len(order), 4), -1, np.intp)
+    leaf = 0
+    for k, node in enumerate(order):
+        if node.children:
+            left, right = index[id(node.children[0])], index[id(node.children[1])]
+            shape[k, :3] = left, right, 1 + max(shape[left, 2], shape[right, 2])
+        else:
+            shape[k, 2:] = 0, leaf
+            leaf += 1
+    return shape
 
 
 def _post_order(tree):

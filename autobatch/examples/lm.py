@@ -43,21 +43,20 @@ class LanguageModel:
         self.b = pc.add_parameters((len(words),), name="b")
 
     def scores(self, word_ids):
-        """The next-word scores (logits) after ``<s>`` and after each word: len(word_ids) + 1 Expressions."""
-        E, W, b = self.E, self.W, self.b
-        hs = self.lstm.transduce([E[self.boundary]] + [E[w] for w in word_ids])
-        return [ops.affine(b, W, h) for h in hs]
+        """The next-word scores (logits) after ``<s>`` and after each word: one sequence of len(word_ids) + 1
+        rows (the LSTM over the sentence is one scan node)."""
+        hs = self.lstm.transduce(self.E[[self.boundary] + list(word_ids)])
+        return ops.affine(self.b, self.W, hs)
 
     def loss(self, word_ids):
-        """The per-prediction losses -log p(w_t | w_<t) of one sentence, its closing ``<s>`` included."""
-        targets = list(word_ids) + [self.boundary]
-        return [ops.pick_neg_log_softmax(s, t) for s, t in zip(self.scores(word_ids), targets)]
+        """The per-prediction losses -log p(w_t | w_<t) of one sentence, its closing ``<s>`` included (a
+        sequence)."""
+        return ops.pick_neg_log_softmax(self.scores(word_ids), list(word_ids) + [self.boundary])
 
     def predict(self, word_ids):
         """The most likely next word id after ``<s>`` and after each word (len(word_ids) + 1 ids). Builds in the
         current graph and reads its values, so ``batch_map(model.predict, sentences)`` runs batched."""
-        scores = self.scores(word_ids)
-        return ops.concat(scores).value().reshape(len(scores), -1).argmax(axis=1).tolist()
+        return self.scores(word_ids).value().argmax(axis=1).tolist()
 
     def perplexity(self, sentences, batch_size=128):
         """exp(mean negative log-likelihood per prediction) over ``sentences`` (word id lists), one graph per
@@ -66,9 +65,9 @@ class LanguageModel:
         total, count = 0.0, 0
         for i in range(0, len(sentences), batch_size):
             renew_cg()
-            losses = [t for s in sentences[i:i + batch_size] for t in self.loss(s)]
-            total += ops.esum(losses).value()
-            count += len(losses)
+            batch = sentences[i:i + batch_size]
+            total += ops.esum([ops.sum_elems(self.loss(s)) for s in batch]).value()
+            count += sum(len(s) + 1 for s in batch)
         return math.exp(total / max(1, count))
 
 

@@ -45,14 +45,14 @@ class Tagger:
         return self.words.encode(sentence.words), self.tags.encode(sentence.upos)
 
     def scores(self, word_ids):
-        """The tag scores (logits) at every position, as Expressions of the current graph."""
+        """The tag scores (logits) at every position: one sequence, the sentence's BiLSTM one scan node."""
         E, H, O = self.E, self.H, self.O
-        return [O @ ops.tanh(H @ h) for h in self.bilstm.transduce([E[w] for w in word_ids])]
+        return O @ ops.tanh(H @ self.bilstm.transduce(E[list(word_ids)]))
 
     def loss(self, example):
-        """The per-token losses -log p(tag | sentence) of one ``(word ids, tag ids)`` example."""
+        """The per-token losses -log p(tag | sentence) of one ``(word ids, tag ids)`` example (a sequence)."""
         word_ids, tag_ids = example
-        return [ops.pick_neg_log_softmax(s, t) for s, t in zip(self.scores(word_ids), tag_ids)]
+        return ops.pick_neg_log_softmax(self.scores(word_ids), tag_ids)
 
     def predict(self, word_ids):
         """The most likely tag id at every position. Builds in the current graph and reads its values, so
@@ -60,8 +60,7 @@ class Tagger:
         if not word_ids:
             return []
         # One value read per sentence: under batch_map every sentence waits once, and all run together.
-        scores = ops.concat(self.scores(word_ids)).value().reshape(len(word_ids), -1)
-        return scores.argmax(axis=1).tolist()
+        return self.scores(word_ids).value().argmax(axis=1).tolist()
 
     def predict_all(self, sentences, batch_size=256):
         """``predict`` for every sentence (word ids), one graph per ``batch_size`` sentences."""

@@ -26,31 +26,6 @@ from . import check_args, common_parser, emit, split_file, subset, train_model
 
 # data.parse_tree splits tokens at any str.isspace() character, so a word holding a no-break space (SST's
 # train.txt has three: "8\xa01/2") reads as two words and the line fails to parse; it is parsed with a stand-in.
-_NBSP, _STAND_IN = "\xa0", "\ue000"
-
-
-def read_sst(path, max_trees=None):
-    """Read one bracketed tree per non-empty line (``data.read_sst``, except that a no-break space inside a
-    word stays part of the word)."""
-    trees = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if max_trees is not None and len(trees) >= max_trees:
-                break
-            if not line.strip():
-                continue
-            try:
-                tree = data.parse_tree(line.replace(_NBSP, _STAND_IN))
-            except ValueError as e:
-                raise ValueError(f"{path}:{lineno}: {e}") from None
-            if _NBSP in line:
-                for node in tree.nodes():
-                    if node.word is not None:
-                        node.word = node.word.replace(_STAND_IN, _NBSP)
-            trees.append(tree)
-    return trees
-
-
 class TreeSentiment:
     """Class scores at every node = W h + b, with h the node's Tree-LSTM output over the word embeddings at
     the leaves. ``words`` is a ``data.Vocab`` with an unknown token; an example is a ``data.Tree`` (any binary
@@ -68,21 +43,20 @@ class TreeSentiment:
         self.b = pc.add_parameters((self.n_classes,), name="b")
 
     def scores(self, tree):
-        """The class scores (logits) of every node of ``tree``, in ``tree.nodes()`` order (the root last)."""
-        E, W, b, index = self.E, self.W, self.b, self.words.index
-        states = self.tree.transduce(tree, [E[index(w)] for w in tree.leaves()])
-        return [ops.affine(b, W, s.h) for s in states]
+        """The class scores (logits) of every node of ``tree``, in ``tree.nodes()`` order (the root last), as one
+        sequence: the whole tree is one Tree-LSTM scan node, the leaves one lookup."""
+        hs = self.tree.transduce(tree, self.E[self.words.encode(tree.leaves())])
+        return ops.affine(self.b, self.W, hs)
 
     def loss(self, tree):
-        """The per-node losses -log p(label | subtree), every node of ``tree``."""
-        return [ops.pick_neg_log_softmax(s, node.label) for s, node in zip(self.scores(tree), tree.nodes())]
+        """The per-node losses -log p(label | subtree), every node of ``tree`` (a sequence)."""
+        return ops.pick_neg_log_softmax(self.scores(tree), [node.label for node in tree.nodes()])
 
     def predict(self, tree):
         """The most likely class of the root. Builds in the current graph and reads its value, so
         ``batch_map(model.predict, trees)`` classifies many trees in one batched pass (see ``predict_all``)."""
-        E, W, b, index = self.E, self.W, self.b, self.words.index
-        root = self.tree.transduce(tree, [E[index(w)] for w in tree.leaves()])[-1]
-        return int(np.argmax(ops.affine(b, W, root.h).value()))
+        hs = self.tree.transduce(tree, self.E[self.words.encode(tree.leaves())])
+        return int(np.argmax(ops.affine(self.b, self.W, ops.row(hs, -1)).value()))
 
     def predict_all(self, trees, batch_size=256):
         """``predict`` for every tree, one graph per ``batch_size`` trees."""
@@ -102,8 +76,8 @@ class TreeSentiment:
 def load(args):
     """Train and dev trees: SST's from ``--data``, else synthetic SST-like trees."""
     if args.data:
-        return (subset(read_sst(split_file(args.data, "train.txt")), args.max_train),
-                subset(read_sst(split_file(args.data, "dev.txt")), args.max_dev))
+        return (subset(data.read_sst(split_file(args.data, "train.txt")), args.max_train),
+                subset(data.read_sst(split_file(args.data, "dev.txt")), args.max_dev))
     n_train, n_dev = args.max_train or 300, args.max_dev or 100
     trees = data.synthetic_trees(n_train + n_dev, vocab_size=args.vocab, seed=args.seed)
     return trees[:n_train], trees[n_train:]
