@@ -12,7 +12,7 @@ from typing import Callable, Optional
 import numpy as np
 
 from kernels import dropout as _dropout, elementwise as ew, linalg, norm as _norm, recurrent as _rec
-from kernels import scan, sequence as _seq, softmax as sm, structure as st
+from kernels import scan, sequence as _seq, softmax as sm, structure as st, tree as _tree
 
 
 class ShapeError(ValueError):
@@ -322,7 +322,6 @@ DILATED_CONV = primitive("dilated_conv", "structural", _conv_shape, _seq.dilated
 # Tai et al. (2015), N-ary with N = 2. Gates stacked [i o u f_l f_r]; a leaf has [i o u] only (see kernels/tree.py).
 # The memory and the output are two nodes, as for the LSTM, so that the output kernel serves leaves and internal
 # nodes alike.
-from kernels import tree as _tree  # noqa: E402  (this section is appended; the imports at the top stay as they are)
 
 
 def _tree_cell_shape(shapes):

@@ -1,5 +1,6 @@
 """The BiLSTM tagger of neulab/dynet-benchmark (word embedding 128, LSTM hidden 50 per direction, one layer,
-MLP 32 with tanh and no biases, Adam), written per sentence and trained with strategy agenda vs off.
+MLP 32 with tanh and no biases, Adam), written per sentence and trained with strategy agenda vs off, and written
+on the sentence as a sequence (its BiLSTM one scan node: "sequences").
 
     python -m bench.tagger                                   # synthetic EWT-like sentences (the default)
     python -m bench.tagger --data ../shared/data/ud-english-ewt --sentences 1000
@@ -41,8 +42,14 @@ class Tagger:
         self.O = pc.add_parameters((n_tags, mlp))
 
     def losses(self, words, tags):
+        """Word by word: the per-word losses, a few nodes per word and step."""
         outs = self.bilstm.transduce([self.E[w] for w in words])
         return [ab.pick_neg_log_softmax(self.O @ ab.tanh(self.H @ h), t) for h, t in zip(outs, tags)]
+
+    def sequence_losses(self, words, tags):
+        """The same model on the sentence as a sequence: a handful of nodes per sentence, the BiLSTM one scan."""
+        return [ab.sum_elems(ab.pick_neg_log_softmax(self.O @ ab.tanh(self.H @ self.bilstm.transduce(self.E[words])),
+                                                     tags))]
 
 
 class Adam:
@@ -75,15 +82,17 @@ class Adam:
         self.pc.zero_grad()
 
 
-def train(sents, n_words, n_tags, mb, strategy, args):
-    """One pass over ``sents`` in minibatches of ``mb``: sentences/s and per-node statistics."""
+def train(sents, n_words, n_tags, mb, system, args):
+    """One pass over ``sents`` in minibatches of ``mb``: sentences/s and per-node statistics. ``system``: a
+    strategy (word-by-word code) or "sequences" (sentence-level code, agenda)."""
     model = Tagger(n_words, n_tags, args.seed)
     opt = Adam(model.pc)
+    losses = model.sequence_losses if system == "sequences" else model.losses
     tot = dict(nodes=0, fwd=0, bwd=0, build=0.0, sched=0.0, loss=0.0, steps=0)
     t0 = time.perf_counter()
     for i in range(0, len(sents), mb):
-        ab.renew_cg(strategy=strategy)
-        loss = ab.esum([l for words, tags in sents[i:i + mb] for l in model.losses(words, tags)])
+        ab.renew_cg(strategy="agenda" if system == "sequences" else system)
+        loss = ab.esum([l for words, tags in sents[i:i + mb] for l in losses(words, tags)])
         tot["loss"] += loss.value()
         loss.backward()
         opt.update()
@@ -108,7 +117,8 @@ def main(argv=None):
     ap.add_argument("--sentences", type=int, default=320)
     ap.add_argument("--vocab", type=int, default=5000, help="synthetic vocabulary size")
     ap.add_argument("--batch-sizes", default="1,16,64")
-    ap.add_argument("--strategies", default="agenda,off")
+    ap.add_argument("--strategies", default="agenda,off,sequences",
+                    help="systems: strategies for the word-by-word code, and 'sequences' (sentence-level code)")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", help="also write the results to this file")
