@@ -75,14 +75,9 @@ def _agenda(graph, nodes):
             waiting[n - lo] = k
         else:
             leaves.append(n)
-    ready = {}
+    ready = {}  # signature (local index) -> its nodes whose inputs have all run
     for n in leaves:
-        sid = local[n_sig[n]]
-        r = ready.get(sid)
-        if r is None:
-            ready[sid] = [n]
-        else:
-            r.append(n)
+        ready.setdefault(local[n_sig[n]], []).append(n)
     sigs = graph.signatures
     rank = [(sigs[s].batchable, depth_sum[s] / count[s]) if count[s] else None for s in range(nsig)]
     left = len(waiting) - waiting.count(0)
@@ -95,12 +90,7 @@ def _agenda(graph, nodes):
                 k = waiting[c - lo] = waiting[c - lo] - 1
                 if not k:
                     left -= 1
-                    sid = local[n_sig[c]]
-                    r = ready.get(sid)
-                    if r is None:
-                        ready[sid] = [c]
-                    else:
-                        r.append(c)
+                    ready.setdefault(local[n_sig[c]], []).append(c)
     if left:
         raise RuntimeError(f"cycle detected: {left} nodes never became ready")
     return plan
