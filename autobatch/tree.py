@@ -113,7 +113,7 @@ class TreeLSTM:
         a sequence (``E[ids]``): the sequence of every node's h, the whole tree ONE node (a Tree-LSTM scan that
         runs every tree of the batch together, level by level)."""
         if isinstance(xs, Expression) and xs.is_sequence:
-            return self._scan(tree, xs)
+            return self.scan(tree_shape(tree), xs)
         xs = list(xs)
         order, leaves = _post_order(tree)
         if len(xs) != leaves:
@@ -129,9 +129,11 @@ class TreeLSTM:
             states.append(state)
         return states
 
-    def _scan(self, tree, X):
+    def scan(self, shape, X):
+        """Every node's h (a sequence, post-order) of the tree whose ``shape`` is given (``tree_shape``'s array)
+        and whose leaves read the rows of the sequence ``X``: the whole tree as one node."""
         g = _graph._current[0]
-        shape = tree_shape(tree)
+        shape = np.asarray(shape, dtype=np.intp)
         leaves = int((shape[:, 0] < 0).sum())
         if X.shape != (leaves, self.input_dim):
             raise ValueError(errors.at(f"TreeLSTM: the tree has {leaves} leaves of input ({self.input_dim},), got "

@@ -1,0 +1,96 @@
+"""autobatch's side of the issue-5 benchmark: the three dynet-benchmark models written per example, behind the
+same interface as the peers of ``bench/peers`` (``name``, ``train_batch(batch) -> summed loss``) and trained
+the same way (DyNet's Adam: lr 1e-3, global gradient norm clipped at 5, embedding rows updated sparsely).
+
+Two ways to write each model:
+- "steps": word by word (tree node by tree node), as one writes for DyNet; the engine batches the steps.
+  Run under the strategies ``off``, ``depth`` and ``agenda``.
+- "seq": on the whole sentence (tree) as a sequence: a BiLSTM / LSTM / Tree-LSTM is one scan node per
+  example, per-word layers and losses one node each (agenda).
+"""
+import numpy as np
+
+import autobatch as ab
+from bench.peers import tasks
+
+
+class System:
+    """One model for ``task`` in one writing style (``seq`` or steps under ``strategy``)."""
+
+    def __init__(self, task, n_words, n_labels, seed=0, strategy="agenda", seq=True):
+        dims = tasks.HYPER[task]
+        self.task, self.strategy, self.seq = task, strategy, seq
+        self.name = "autobatch-seq" if seq else f"autobatch-{strategy}"
+        self.pc = pc = ab.ParameterCollection(seed=seed)
+        E, H = dims["embed"], dims["hidden"]
+        self.E = pc.add_lookup_parameters((n_words, E))
+        if task == "tagger":
+            self.rnn = ab.BiRNN(ab.LSTM(pc, E, H), ab.LSTM(pc, E, H))
+            self.Hm = pc.add_parameters((dims["mlp"], 2 * H))
+            self.O = pc.add_parameters((n_labels, dims["mlp"]))
+        elif task == "tree":
+            self.tree = ab.TreeLSTM(pc, E, H)
+            self.O, self.b = pc.add_parameters((n_labels, H)), pc.add_parameters((n_labels,))
+        else:
+            self.rnn = ab.LSTM(pc, E, H)
+            self.O, self.b = pc.add_parameters((n_words, H)), pc.add_parameters((n_words,))
+        self.opt = ab.Adam(pc, lr=1e-3)
+
+    def loss(self, item):
+        """One example's summed loss."""
+        return getattr(self, f"_{self.task}_{'seq' if self.seq else 'steps'}")(item)
+
+    def _tagger_seq(self, item):
+        words, tags = item
+        hs = self.rnn.transduce(self.E[words])
+        return ab.sum_elems(ab.pick_neg_log_softmax(self.O @ ab.tanh(self.Hm @ hs), tags))
+
+    def _tagger_steps(self, item):
+        words, tags = item
+        hs = self.rnn.transduce([self.E[w] for w in words])
+        return ab.esum([ab.pick_neg_log_softmax(self.O @ ab.tanh(self.Hm @ h), t) for h, t in zip(hs, tags)])
+
+    def _tree_seq(self, item):
+        leaves = np.flatnonzero(item.words >= 0)
+        number = np.full(len(item), -1)
+        number[leaves] = np.arange(len(leaves))
+        shape = np.stack([item.left, item.right, item.heights, number], axis=1)
+        hs = self.tree.scan(shape, self.E[item.words[leaves]])
+        return ab.sum_elems(ab.pick_neg_log_softmax(ab.affine(self.b, self.O, hs), item.labels))
+
+    def _tree_steps(self, item):
+        states, losses = [], []
+        for w, left, right, label in zip(item.words, item.left, item.right, item.labels):
+            s = self.tree.leaf(self.E[int(w)]) if left < 0 else self.tree.compose(states[left], states[right])
+            states.append(s)
+            losses.append(ab.pick_neg_log_softmax(ab.affine(self.b, self.O, s.h), int(label)))
+        return ab.esum(losses)
+
+    def _lm_seq(self, item):
+        inputs, targets = item
+        hs = self.rnn.transduce(self.E[inputs])
+        return ab.sum_elems(ab.pick_neg_log_softmax(ab.affine(self.b, self.O, hs), targets))
+
+    def _lm_steps(self, item):
+        inputs, targets = item
+        hs = self.rnn.transduce([self.E[w] for w in inputs])
+        return ab.esum([ab.pick_neg_log_softmax(ab.affine(self.b, self.O, h), t) for h, t in zip(hs, targets)])
+
+    def train_batch(self, batch):
+        """One update on ``batch``; the summed loss of the minibatch before the update."""
+        ab.renew_cg(strategy=self.strategy)
+        loss = ab.esum([self.loss(item) for item in batch])
+        value = loss.value()
+        loss.backward()
+        ab.clip_grad_norm(self.pc, 5.0)
+        self.opt.step()
+        self.opt.zero_grad()
+        self.stats = ab.graph_stats()
+        return value
+
+
+def make(task, n_words, n_labels=None, seed=0, style="seq"):
+    """``style``: "seq", or a strategy ("off", "depth", "agenda") for the step-by-step code."""
+    if style == "seq":
+        return System(task, n_words, n_labels, seed, "agenda", True)
+    return System(task, n_words, n_labels, seed, style, False)
