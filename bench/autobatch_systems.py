@@ -8,6 +8,8 @@ Two ways to write each model:
 - "seq": on the whole sentence (tree) as a sequence: a BiLSTM / LSTM / Tree-LSTM is one scan node per
   example, per-word layers and losses one node each (agenda).
 """
+import time
+
 import numpy as np
 
 import autobatch as ab
@@ -35,6 +37,7 @@ class System:
             self.rnn = ab.LSTM(pc, E, H)
             self.O, self.b = pc.add_parameters((n_words, H)), pc.add_parameters((n_words,))
         self.opt = ab.Adam(pc, lr=1e-3)
+        self.history = []  # per minibatch: graph_stats' counts and seconds, and the update's seconds
 
     def loss(self, item):
         """One example's summed loss."""
@@ -82,11 +85,19 @@ class System:
         loss = ab.esum([self.loss(item) for item in batch])
         value = loss.value()
         loss.backward()
+        t0 = time.perf_counter()
         ab.clip_grad_norm(self.pc, 5.0)
         self.opt.step()
         self.opt.zero_grad()
-        self.stats = ab.graph_stats()
+        s = ab.graph_stats()
+        self.history.append({k: s[k] for k in ("nodes", "forward_batches", "backward_batches", "build_s",
+                                               "schedule_s", "execute_s", "backward_s")}
+                            | {"update_s": time.perf_counter() - t0})
         return value
+
+    def report(self):
+        """Per-minibatch means of the engine's counts and seconds over the updates so far."""
+        return {k: sum(h[k] for h in self.history) / len(self.history) for k in self.history[0]}
 
 
 def make(task, n_words, n_labels=None, seed=0, style="seq"):
