@@ -14,6 +14,8 @@ import numpy as np
 
 from kernels import backend
 
+from . import regularize as _regularize
+
 
 class Communicator:
     """A single process: rank 0 of 1; every collective returns its input."""
@@ -24,9 +26,10 @@ class Communicator:
         """The elementwise sum of ``array`` over all ranks, identical on every rank."""
         return array
 
-    def gather_all(self, array):
-        """Every rank's ``array`` (any first-axis length), concatenated in rank order, on every rank."""
-        return array
+    def gather_bytes(self, data, sizes):
+        """Every rank's uint8 vector ``data``, concatenated in rank order, on every rank; ``sizes`` (every
+        rank's length, known to all) saves the exchange of lengths."""
+        return data
 
     def broadcast(self, array, root=0):
         """``root``'s ``array`` (same shape on every rank), copied into ``array`` everywhere."""
@@ -36,9 +39,28 @@ class Communicator:
         """``root``'s picklable object, on every rank."""
         return obj
 
+    def max(self, value):
+        """The largest of every rank's Python number ``value``, on every rank."""
+        return value
+
+    def gather_objects(self, obj):
+        """Every rank's picklable ``obj``, as a list in rank order, on every rank."""
+        return [obj]
+
     def abort(self, message):
         """Stop the whole job (every rank) with an error message."""
         raise SystemExit(message)
+
+    def run(self, main, *args, **kwargs):
+        """Call ``main``; if it raises on any rank of a job of several, print the traceback with the rank and
+        abort the whole job, so a failing rank never leaves the others waiting in a collective. A single
+        process lets the exception through unchanged."""
+        try:
+            return main(*args, **kwargs)
+        except BaseException:
+            if self.size > 1:
+                self.abort(failure_message(self))
+            raise
 
 
 class MPICommunicator(Communicator):
@@ -61,13 +83,10 @@ class MPICommunicator(Communicator):
         self.comm.Bcast(total, root=0)
         return backend.xp.asarray(total)
 
-    def gather_all(self, array):
-        host = np.ascontiguousarray(backend.asnumpy(array))
-        counts = self.comm.allgather(host.shape[0])
-        row = int(np.prod(host.shape[1:], dtype=np.int64))
-        out = np.empty((sum(counts),) + host.shape[1:], dtype=host.dtype)
-        self.comm.Allgatherv(host, [out, [c * row for c in counts]])
-        return backend.xp.asarray(out)
+    def gather_bytes(self, data, sizes):
+        out = np.empty(sum(sizes), dtype=np.uint8)
+        self.comm.Allgatherv(np.ascontiguousarray(data, dtype=np.uint8), [out, list(sizes)])
+        return out
 
     def broadcast(self, array, root=0):
         host = np.ascontiguousarray(backend.asnumpy(array))
@@ -77,9 +96,22 @@ class MPICommunicator(Communicator):
     def broadcast_object(self, obj, root=0):
         return self.comm.bcast(obj, root=root)
 
+    def max(self, value):
+        return self.comm.allreduce(value, op=self.MPI.MAX)
+
+    def gather_objects(self, obj):
+        return self.comm.allgather(obj)
+
     def abort(self, message):
         print(message, file=sys.stderr, flush=True)
         self.comm.Abort(1)
+
+
+def failure_message(comm, error=None):
+    """What a failing rank prints before it aborts the job: its rank, the job's size and the traceback of
+    ``error`` (default: the exception being handled)."""
+    text = traceback.format_exc() if error is None else "".join(traceback.format_exception(error))
+    return f"rank {comm.rank} of {comm.size} failed:\n{text}"
 
 
 def launched_by_mpi():
@@ -104,17 +136,29 @@ def communicator(distributed=None):
 class DataParallel:
     """Keeps the replicas of one ParameterCollection identical across the ranks of ``comm``.
 
-    On creation every parameter is broadcast from rank 0. After each local ``backward()``, ``sync_gradients()``
-    sums the gradients over ranks in few messages: all dense gradients flattened into ONE buffer (one collective
-    per step, not one per parameter), and for each lookup table only the rows this step touched (gathered,
-    never the whole table). ``volume`` holds the bytes each rank sent in the last sync.
+    On creation every parameter is broadcast from rank 0, then (with several ranks) each rank's ``pc.rng``, the
+    stream dropout masks are drawn from, is re-seeded with ``rank_seed(pc.seed)`` so masks differ per rank.
+    Create it after the model's parameters: one added later would start from this rank's own stream.
+
+    After each local ``backward()``, ``sync_gradients()`` sums the gradients over ranks in two messages: all
+    dense gradients flattened into ONE buffer (not one collective per parameter), and of every lookup table
+    only the rows this step touched, all tables in ONE gather (never a whole table). ``volume`` holds the bytes
+    this rank sent in the last sync (``dense_bytes`` + ``sparse_bytes``); ``bytes_per_sync()`` the mean so far.
+
+    ``Trainer(..., parallel=dp)`` does all of this per step; launch with ``mpirun -n N python script.py`` and
+    wrap the script's main in ``dp.run`` (or ``comm.run``) so that one failing rank aborts the job.
     """
 
     def __init__(self, pc, comm=None):
         self.pc, self.comm = pc, comm or communicator()
-        self.volume = 0
-        for p in pc.parameters():
-            p.data[...] = self.comm.broadcast(p.data)
+        self.volume = self.dense_bytes = self.sparse_bytes = 0
+        self.syncs, self.bytes_sent = 0, 0
+        self.broadcast_parameters()
+        if self.comm.size > 1:
+            # In place, so that anything holding pc.rng sees the new stream; the mask stream built on it may
+            # hold uniforms drawn before, identical on every rank: drop it, the next dropout starts afresh.
+            pc.rng.bit_generator.state = np.random.default_rng(self.rank_seed(pc.seed)).bit_generator.state
+            _regularize._streams.pop(pc, None)
 
     @property
     def rank(self):
@@ -131,37 +175,101 @@ class DataParallel:
         """True on rank 0 (the rank that writes checkpoints and logs)."""
         return self.comm.rank == 0
 
+    def broadcast_parameters(self):
+        """Copy rank 0's value of every parameter to every rank (at creation, and after rank 0 loads a
+        checkpoint)."""
+        for p in self.pc.parameters():
+            p.data[...] = self.comm.broadcast(p.data)
+
     def shard(self, items):
-        """This rank's share of ``items`` (every size-th item, starting at the rank)."""
+        """This rank's share of ``items`` (every size-th item, starting at the rank); empty when there are
+        fewer items than ranks past this one."""
         return items[self.comm.rank::self.comm.size]
 
     def rank_seed(self, seed):
         """A seed for this rank's own random stream (dropout masks differ per rank; parameters do not)."""
         return None if seed is None else (int(seed) * 1_000_003 + self.comm.rank) % 2**63
 
-    def sync_gradients(self):
-        """Sum every parameter's gradient over all ranks (in place; call before clipping and the step)."""
+    def sync_gradients(self, *values):
+        """Sum every parameter's gradient over all ranks (in place; call before clipping and the step), and
+        the numbers ``values`` (e.g. this rank's share of the loss) with them; returns those sums as a NumPy
+        vector, computed in the parameters' dtype.
+
+        Two messages per step, however many parameters and tables: every dense gradient in ONE flattened
+        buffer, summed; then the rows of every lookup table that this step touched, gathered from all ranks in
+        ONE message (never the whole table). The dense buffer also carries ``values``, each rank's count of
+        touched rows per table (so the gather needs no size exchange of its own), and a flag per dense
+        parameter: one that no rank's backward reached keeps no gradient, as in one process, where the
+        optimiser then skips it and its Adam step count stays put. A rank with no examples this step (an empty
+        shard) contributes zeros and no rows."""
         xp = backend.xp
-        dense = [p for p in self.pc.parameters() if not p.is_lookup]
-        self.volume = 0
-        if dense:
-            flat = xp.concatenate([p.grad_data().reshape(-1) for p in dense])
-            self.volume += flat.nbytes
-            total = self.comm.sum(flat)
-            offset = 0
-            for p in dense:
-                n = p.data.size
-                p.zero_grad()
+        size, rank = self.comm.size, self.comm.rank
+        params = self.pc.parameters()
+        dense = [p for p in params if not p.is_lookup]
+        tables = [p for p in params if p.is_lookup]
+        dtype = dense[0].dtype if dense else self.pc.dtype
+        sparse = [tuple(np.ascontiguousarray(backend.asnumpy(a)) for a in p.sparse_grad()) for p in tables]
+        counts = np.zeros((len(tables), size))
+        counts[:, rank] = [len(rows) for rows, _ in sparse]
+        if counts.max(initial=0) >= 2 ** (np.finfo(dtype).nmant + 1):
+            raise OverflowError(f"sync_gradients: {int(counts.max())} touched rows cannot be counted exactly in "
+                                f"{np.dtype(dtype).name}")
+        tail = np.concatenate([[float(p.has_grad()) for p in dense], [float(v) for v in values],
+                               counts.reshape(-1)]).astype(dtype)
+        flat = xp.concatenate([p.grad_data().reshape(-1) for p in dense] + [xp.asarray(tail)])
+        total = self.comm.sum(flat)
+        n_dense = sum(p.data.size for p in dense)
+        reached = backend.asnumpy(total[n_dense:n_dense + len(dense)]) > 0
+        offset = 0
+        for p, any_rank in zip(dense, reached):
+            n = p.data.size
+            p.zero_grad()
+            if any_rank:
                 p.accumulate(total[offset:offset + n].reshape(p.shape))
-                offset += n
-        for p in self.pc.parameters():
-            if p.is_lookup:
-                rows, grads = p.sparse_grad()
-                self.volume += rows.nbytes + grads.nbytes
-                all_rows, all_grads = self.comm.gather_all(rows), self.comm.gather_all(grads)
+            offset += n
+        offset = n_dense + len(dense)
+        sums = np.array(backend.asnumpy(total[offset:offset + len(values)]), dtype=np.float64)
+        counts = np.rint(backend.asnumpy(total[offset + len(values):])).astype(np.int64).reshape(len(tables), size)
+        self.dense_bytes = flat.nbytes
+        self.sparse_bytes = sum(rows.nbytes + grads.nbytes for rows, grads in sparse)
+        if counts.any():
+            self._gather_rows(tables, sparse, counts)
+        else:
+            for p in tables:
                 p.zero_grad()
-                if len(all_rows):
-                    p.accumulate_rows(all_rows, all_grads)
+        self.volume = self.dense_bytes + self.sparse_bytes
+        self.syncs += 1
+        self.bytes_sent += self.volume
+        return sums
+
+    def _gather_rows(self, tables, sparse, counts):
+        """Every rank's touched rows of every table in one byte message (per rank: each table's row indices
+        as int64, then its row gradients), added into the tables' gradients in rank order."""
+        local = [np.asarray(a, dtype=np.int64 if i == 0 else None).reshape(-1).view(np.uint8)
+                 for rows, grads in sparse for i, a in enumerate((rows, grads))]
+        row_bytes = [8 + int(np.prod(p.shape[1:])) * p.dtype.itemsize for p in tables]
+        sizes = [int(sum(counts[t, r] * row_bytes[t] for t in range(len(tables)))) for r in range(self.size)]
+        data = self.comm.gather_bytes(np.concatenate(local) if local else np.zeros(0, np.uint8), sizes)
+        pieces = [([], []) for _ in tables]
+        offset = 0
+        for r in range(self.size):
+            for t, p in enumerate(tables):
+                k = int(counts[t, r])
+                pieces[t][0].append(np.frombuffer(data, np.int64, k, offset))
+                offset += 8 * k
+                n = k * int(np.prod(p.shape[1:]))
+                pieces[t][1].append(np.frombuffer(data, p.dtype, n, offset).reshape((k,) + p.shape[1:]))
+                offset += n * p.dtype.itemsize
+        xp = backend.xp
+        for p, (rows, grads) in zip(tables, pieces):
+            p.zero_grad()
+            rows, grads = np.concatenate(rows), np.concatenate(grads)
+            if len(rows):
+                p.accumulate_rows(xp.asarray(rows.astype(np.intp)), xp.asarray(grads))
+
+    def bytes_per_sync(self):
+        """The mean number of bytes this rank sent per ``sync_gradients`` so far (0 before the first)."""
+        return self.bytes_sent / self.syncs if self.syncs else 0.0
 
     def agree(self, obj):
         """Rank 0's value of ``obj`` on every rank (for decisions such as early stopping)."""
@@ -169,9 +277,5 @@ class DataParallel:
 
     def run(self, main, *args, **kwargs):
         """Call ``main``; if it raises on any rank, print the traceback with the rank and abort the whole job,
-        so a failing rank never leaves the others waiting in a collective."""
-        try:
-            return main(*args, **kwargs)
-        except BaseException:
-            self.comm.abort(f"rank {self.comm.rank} of {self.comm.size} failed:\n{traceback.format_exc()}")
-            raise
+        so a failing rank never leaves the others waiting in a collective (see ``Communicator.run``)."""
+        return self.comm.run(main, *args, **kwargs)

@@ -25,9 +25,10 @@ NORMALIZE = ("max_len", "batch", "sum")
 # ---- loss normalisation -------------------------------------------------------------------------------------
 
 
-def _terms(losses):
+def _terms(losses, allow_empty=False):
     """Flatten per-example losses (an Expression, a sequence of per-token losses, or a list of per-token
-    Expressions each) into one list of terms, with each example's length (its number of tokens)."""
+    Expressions each) into one list of terms, with each example's length (its number of tokens). No terms at
+    all is an error unless ``allow_empty`` (one rank's shard of a minibatch may have none)."""
     terms, lengths = [], []
     for x in losses:
         if isinstance(x, (list, tuple)):
@@ -39,7 +40,7 @@ def _terms(losses):
         else:
             terms.append(x)
             lengths.append(1)
-    if not terms:
+    if not terms and not allow_empty:
         raise ValueError("normalize_loss: the minibatch has no loss terms")
     return terms, lengths
 
@@ -193,11 +194,21 @@ class Trainer:
     - ``progress``: a tqdm bar with examples/s, loss and gradient norm (default: when stderr is a terminal).
     - ``seed``: the shuffling seed (default ``pc.seed``); ``sort_by`` groups similar examples (see
       ``data.minibatches``).
+    - ``parallel``: a ``distributed.DataParallel`` over ``pc`` for example-wise data parallelism. Every rank
+      draws the same minibatches (the shuffling seed is rank 0's), builds the graph of its own shard of each,
+      normalises by the whole minibatch (its example count, or its longest example: one integer max over the
+      ranks, as an example's number of loss terms is known only once ``loss_fn`` has built it) and sums the
+      gradients over the ranks before clipping and the step, so every replica applies the same update. The
+      loss recorded is the whole minibatch's. Rank 0 alone evaluates the dev set (the metric is broadcast, so
+      every rank takes the same early-stopping decision), writes checkpoints, the log and plots, and shows the
+      progress bar. ``save`` and ``fit(resume=True)`` are collective: rank 0 reads the checkpoint and sends it
+      to the others, which need no copy of the file. Wrap the script's main in ``parallel.run``.
     """
 
     def __init__(self, pc, loss_fn, optimizer=None, *, batch_size=32, normalize="max_len", strategy="agenda",
                  clip=None, evaluate=None, mode="max", patience=None, min_delta=0.0, restore_best=True,
-                 checkpoint_dir=None, keep_epochs=False, log_path=None, progress=None, seed=None, sort_by=None):
+                 checkpoint_dir=None, keep_epochs=False, log_path=None, progress=None, seed=None, sort_by=None,
+                 parallel=None):
         if normalize not in NORMALIZE:
             raise ValueError(f"unknown normalize {normalize!r}: expected one of {NORMALIZE}")
         if strategy not in _graph.STRATEGIES:
@@ -206,6 +217,10 @@ class Trainer:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if patience is not None and evaluate is None:
             raise ValueError("patience needs an evaluate(dev) -> metric callback to watch")
+        if parallel is not None and parallel.pc is not pc:
+            raise ValueError("parallel= must be a DataParallel over this Trainer's ParameterCollection")
+        self.parallel = parallel
+        self.is_root = parallel is None or parallel.is_root
         self.pc, self.loss_fn = pc, loss_fn
         self.optimizer = optimizer if optimizer is not None else Adam(pc)
         self.batch_size, self.normalize, self.strategy = int(batch_size), normalize, strategy
@@ -215,9 +230,12 @@ class Trainer:
         self.restore_best = restore_best
         self.checkpoint_dir, self.keep_epochs = checkpoint_dir, keep_epochs
         self.log_path = log_path
-        self.progress = sys.stderr.isatty() if progress is None else bool(progress)
+        self.progress = self.is_root and (sys.stderr.isatty() if progress is None else bool(progress))
         self.sort_by = sort_by
-        self.rng = np.random.default_rng(pc.seed if seed is None else seed)
+        seed = pc.seed if seed is None else seed
+        if parallel is not None:  # every rank must draw the same minibatches, even from an unseeded start
+            seed = parallel.agree(int(np.random.SeedSequence().entropy) if seed is None else seed)
+        self.rng = np.random.default_rng(seed)
         self.epoch = 0  # completed epochs
         self.step = 0  # completed optimiser steps
         self.history = []  # one dict per completed epoch
@@ -227,17 +245,17 @@ class Trainer:
     # ---- one minibatch ----
 
     def train_batch(self, batch):
-        """One optimiser step on ``batch``; returns ``(loss value, gradient norm before clipping)``."""
-        _graph.renew_cg(strategy=self.strategy)
-        loss = normalize_loss([self.loss_fn(ex) for ex in batch], self.normalize)
-        if loss.shape not in ((), (1,)):
-            raise ValueError(f"loss_fn must return scalar losses; the minibatch loss has shape {loss.shape}")
-        value = float(np.asarray(loss.value()).reshape(()))
-        if not math.isfinite(value):
-            raise FloatingPointError(f"epoch {self.epoch + 1}, step {self.step + 1}: the loss is {value}; "
-                                     "renew_cg(check_finite=True) names the node that produced it")
-        self.pc.zero_grad()
-        loss.backward()
+        """One optimiser step on ``batch``; returns ``(loss value, gradient norm before clipping)``. With
+        ``parallel``, every rank calls it with the same whole minibatch and trains on its shard of it."""
+        if self.parallel is not None:
+            value = self._parallel_loss_and_gradients(batch)
+        else:
+            _graph.renew_cg(strategy=self.strategy)
+            loss = normalize_loss([self.loss_fn(ex) for ex in batch], self.normalize)
+            value = self._scalar(loss)
+            self._check_loss(value)
+            self.pc.zero_grad()
+            loss.backward()
         norm = self.monitor(self.pc)
         if not math.isfinite(norm):
             raise FloatingPointError(f"epoch {self.epoch + 1}, step {self.step + 1}: the gradient norm is "
@@ -246,6 +264,46 @@ class Trainer:
         self.step += 1
         self.step_losses.append(value)
         return value, norm
+
+    @staticmethod
+    def _scalar(loss):
+        if loss.shape not in ((), (1,)):
+            raise ValueError(f"loss_fn must return scalar losses; the minibatch loss has shape {loss.shape}")
+        return float(np.asarray(loss.value()).reshape(()))
+
+    def _check_loss(self, value):
+        if not math.isfinite(value):
+            raise FloatingPointError(f"epoch {self.epoch + 1}, step {self.step + 1}: the loss is {value}; "
+                                     "renew_cg(check_finite=True) names the node that produced it")
+
+    def _parallel_loss_and_gradients(self, batch):
+        """This rank's share of the minibatch loss, built and differentiated; the gradients summed over the
+        ranks. Returns the whole minibatch's loss (every rank's share summed, in the same collective)."""
+        dp = self.parallel
+        _graph.renew_cg(strategy=self.strategy)
+        local = dp.shard(batch)
+        terms, lengths = _terms([self.loss_fn(ex) for ex in local], allow_empty=True)
+        # The scale of each normalisation over the WHOLE minibatch, so that the ranks' shares add up to the
+        # loss one process would compute: same constant, same graph shape (sum of terms times it).
+        if self.normalize == "max_len":
+            longest = dp.comm.max(max(lengths, default=0))
+            scale = 1.0 / longest if longest > 0 else None
+        else:
+            scale = 1.0 / len(batch) if self.normalize == "batch" else None
+        self.pc.zero_grad()
+        value = 0.0
+        if terms:
+            loss = ops.esum(terms)
+            if scale is not None:
+                loss = loss * scale
+            value = self._scalar(loss)
+            if math.isfinite(value):  # a non-finite loss is reported below, on every rank alike
+                loss.backward()
+        value, n_terms = dp.sync_gradients(value, len(terms))
+        if n_terms == 0:
+            raise ValueError("normalize_loss: the minibatch has no loss terms")
+        self._check_loss(value)
+        return float(value)
 
     # ---- epochs ----
 
@@ -257,14 +315,17 @@ class Trainer:
             if self.checkpoint_dir is None:
                 raise ValueError("fit(resume=True) needs the Trainer's checkpoint_dir")
             last = os.path.join(self.checkpoint_dir, "last.npz")
-            if os.path.exists(last):
+            exists = os.path.exists(last) if self.is_root else None
+            if self.parallel is not None:  # only rank 0 need have the file
+                exists = self.parallel.agree(exists)
+            if exists:
                 self.resume(last)
         if dev is not None and self.evaluate is None:
             raise ValueError("a dev set was given but no evaluate(dev) -> metric callback")
         train = list(train)
         if not train:
             raise ValueError("the training set is empty")
-        if self.log_path is not None:  # start the log afresh, or from the resumed checkpoint's history
+        if self.log_path is not None and self.is_root:  # start the log afresh, or from the resumed history
             os.makedirs(os.path.dirname(os.path.abspath(self.log_path)), exist_ok=True)
             _ckpt.atomic_write_text(self.log_path, "".join(json.dumps(r) + "\n" for r in self.history))
         while self.epoch < epochs and not self.stopped:
@@ -305,8 +366,10 @@ class Trainer:
             }
             postfix = dict(loss=f"{record['train_loss']:.4g}", gnorm=f"{record['grad_norm_median']:.3g}")
             if dev is not None:
-                metric = self.evaluate(dev)
+                metric = self.evaluate(dev) if self.is_root else None
                 metric = None if metric is None else float(metric)
+                if self.parallel is not None:  # one metric, so one decision and one best snapshot everywhere
+                    metric = self.parallel.agree(metric)
                 self.stopped = self.stopper.update(metric, self.pc)
                 record.update(dev_metric=metric, best_dev=self.stopper.best, best_epoch=self.stopper.best_epoch)
                 postfix["dev"] = "none" if metric is None else f"{metric:.4g}"
@@ -315,11 +378,12 @@ class Trainer:
             bar.close()
         self.history.append(record)
         if self.checkpoint_dir is not None:
-            os.makedirs(self.checkpoint_dir, exist_ok=True)
+            if self.is_root:
+                os.makedirs(self.checkpoint_dir, exist_ok=True)
             self.save(os.path.join(self.checkpoint_dir, "last.npz"))
             if self.keep_epochs:
                 self.save(os.path.join(self.checkpoint_dir, f"epoch_{self.epoch:03d}.npz"))
-        if self.log_path is not None:
+        if self.log_path is not None and self.is_root:
             with open(self.log_path, "a", encoding="utf-8") as f:
                 f.write(json.dumps(record) + "\n")
 
@@ -336,10 +400,19 @@ class Trainer:
         }
 
     def load_state_dict(self, sd):
-        """Restore what ``state_dict`` returned."""
+        """Restore what ``state_dict`` returned. A checkpoint of a data-parallel run also holds every rank's
+        dropout stream (``pc_rngs``): each rank of a job of the same size takes its own; a job of another size
+        starts fresh per-rank streams (``rank_seed`` of ``pc.seed`` and the step)."""
         self.epoch, self.step, self.stopped = int(sd["epoch"]), int(sd["step"]), bool(sd["stopped"])
         _set_rng_state(self.rng, sd["rng"])
-        _set_rng_state(self.pc.rng, sd["pc_rng"])
+        dp, streams = self.parallel, sd.get("pc_rngs")
+        if dp is None or dp.size == 1 and not streams:
+            _set_rng_state(self.pc.rng, sd["pc_rng"])
+        elif streams and len(streams) == dp.size:
+            _set_rng_state(self.pc.rng, streams[dp.rank])
+        else:
+            seed = dp.rank_seed(None if self.pc.seed is None else self.pc.seed + self.step)
+            _set_rng_state(self.pc.rng, _rng_state(np.random.default_rng(seed)))
         self.history = list(sd["history"])
         self.step_losses = [float(x) for x in np.asarray(sd["step_losses"]).reshape(-1)]
         self.monitor.load_state_dict(sd["monitor"])
@@ -349,24 +422,61 @@ class Trainer:
             self.stopper.load_state_dict(sd["stopper"])
 
     def save(self, path):
-        """Write parameters, optimiser and loop state to ``path`` (atomically)."""
-        _ckpt.save_checkpoint(path, self.pc, self.optimizer, trainer=self.state_dict())
+        """Write parameters, optimiser and loop state to ``path`` (atomically). With ``parallel`` every rank
+        must call it (it gathers each rank's dropout stream) and rank 0 alone writes."""
+        state = self.state_dict()
+        if self.parallel is not None:
+            state["pc_rngs"] = self.parallel.comm.gather_objects(state["pc_rng"])
+            if not self.is_root:
+                return path
+        _ckpt.save_checkpoint(path, self.pc, self.optimizer, trainer=state)
+        return path
 
     def resume(self, path):
         """Load a checkpoint written by ``save`` so the next ``fit`` continues exactly where it stopped (``fit``
         then rewrites the log from the checkpoint's history: an epoch interrupted after it was logged but
-        before it was saved is run again and logged once)."""
+        before it was saved is run again and logged once). With ``parallel`` every rank must call it: rank 0
+        reads ``path`` and broadcasts parameters, optimiser and loop state, so the other ranks need no copy of
+        the file (checkpoints are written on rank 0's machine only) and the replicas stay bit-identical; an
+        error reading it is raised on every rank."""
+        if self.parallel is None:
+            self.load_state_dict(self._read_trainer_state(path))
+            return self
+        dp = self.parallel
+        failure = None
+        if self.is_root:
+            try:
+                sd = self._read_trainer_state(path)
+            except Exception as e:  # noqa: BLE001 - re-raised below, after the other ranks have heard of it
+                failure = e
+        message = dp.agree(None if failure is None else f"{type(failure).__name__}: {failure}")
+        if failure is not None:
+            raise failure
+        if message is not None:
+            raise RuntimeError(f"rank 0 could not resume from {path}: {message}")
+        dp.broadcast_parameters()
+        opt = dp.agree(self.optimizer.state_dict() if self.is_root else None)
+        sd = dp.agree(sd if self.is_root else None)
+        if not self.is_root:
+            self.optimizer.load_state_dict(opt)
+        self.load_state_dict(sd)
+        return self
+
+    def _read_trainer_state(self, path):
+        """Load ``path``'s parameters and optimiser state into this process; returns its loop state."""
         extra = _ckpt.load_checkpoint(path, self.pc, self.optimizer)
         if "trainer" not in extra:
             raise ValueError(f"{path} holds no Trainer state (it was written by save_checkpoint, not Trainer.save)")
-        self.load_state_dict(extra["trainer"])
-        return self
+        return extra["trainer"]
 
     # ---- plots ----
 
     def plot(self, folder):
         """Save ``loss.png`` (per step and per epoch), ``dev.png`` (the dev metric per epoch, when there is
-        one) and ``grad_norm.png`` (per step, with the clipping threshold) in ``folder``; returns their paths."""
+        one) and ``grad_norm.png`` (per step, with the clipping threshold) in ``folder``; returns their paths
+        (with ``parallel``, rank 0 draws them and the other ranks return an empty list)."""
+        if not self.is_root:
+            return []
         os.makedirs(folder, exist_ok=True)
         epochs = [r["epoch"] for r in self.history]
         steps_per_epoch = [r["step"] for r in self.history]

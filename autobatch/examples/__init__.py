@@ -5,19 +5,24 @@
     python -m autobatch.examples.lm        --data ../shared/data/ptb-lm           # LSTM language model (PTB)
 
 Without ``--data`` each runs on a small synthetic set from ``autobatch.data`` (quick, works anywhere). Every
-example prints a line per epoch and, as its last line, one JSON object with its metrics. Each module's model is
+example prints a line per epoch and, as its last line, one JSON object with its metrics. ``--distributed``
+trains data-parallel over the ranks of an MPI job (``mpirun -n 4 python -m autobatch.examples.tagger
+--distributed ...``; needs ``pip install -e '.[mpi]'``): rank 0 alone prints. Each module's model is
 a small class (``pc``, ``loss(example)``, ``predict(x)``) that other code can import; ``main(argv)`` is the
 command line. This module holds what the three share: the common flags and the training loop around
 ``autobatch.Trainer``.
 """
 import argparse
 import json
+import os
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
 from .. import graph as _graph
+from ..distributed import Communicator, DataParallel, communicator, failure_message
 from ..optim import Adam
 from ..train import Trainer
 
@@ -45,6 +50,10 @@ def common_parser(description, *, epochs, batch_size, lr, embed, hidden, max_tra
     ap.add_argument("--checkpoint-dir", metavar="DIR", help="write last.npz there after every epoch")
     ap.add_argument("--resume", action="store_true", help="continue from --checkpoint-dir/last.npz if present")
     ap.add_argument("--log", metavar="FILE", help="one JSON line per epoch")
+    ap.add_argument("--distributed", action="store_true",
+                    help="data-parallel over the ranks of an MPI job: launch with mpirun -n N python -m ... "
+                         "--distributed (needs pip install -e '.[mpi]'); --batch-size is the whole minibatch, "
+                         "shared among the ranks")
     return ap
 
 
@@ -59,6 +68,26 @@ def check_args(ap, args):
             ap.error(f"--{flag} must be positive, got {getattr(args, flag)}")
     if args.resume and not args.checkpoint_dir:
         ap.error("--resume needs --checkpoint-dir")
+    args.comm = Communicator()
+    if getattr(args, "distributed", False):
+        try:
+            args.comm = join_job()
+        except ImportError as e:
+            ap.error(f"--distributed: {e}")
+
+
+def join_job():
+    """Join the MPI job this process was launched in (``--distributed``) and return its communicator. Ranks
+    other than 0 print nothing to stdout from then on (their errors still reach stderr), so the run's output
+    is rank 0's alone and ends with its JSON line. An uncaught exception on any rank aborts the whole job with
+    "rank r of n failed" and the traceback, even in an example whose main is not wrapped in ``comm.run``:
+    otherwise the other ranks would wait in their next collective forever."""
+    comm = communicator(True)
+    if comm.rank != 0:
+        sys.stdout = open(os.devnull, "w")
+    if comm.size > 1:
+        sys.excepthook = lambda kind, value, tb: comm.abort(failure_message(comm, value))
+    return comm
 
 
 def split_file(folder, pattern):
@@ -91,7 +120,11 @@ def train_model(model, train, dev, evaluate, args, *, metric, mode="max", unit="
     gradient norm clipped at ``--clip``, the minibatch loss normalised by its longest example, early stopping on
     ``evaluate(dev)`` (named ``metric``; ``mode`` says whether higher is better) with the best parameters
     restored, optional checkpoints and log. Prints one line per epoch; returns the Trainer and a summary (the
-    best dev metric, epochs, per-epoch training loss, training seconds and ``train_<unit>_per_s``)."""
+    best dev metric, epochs, per-epoch training loss, training seconds, ``train_<unit>_per_s``, ``ranks`` and
+    ``allreduce_bytes_per_step``: the mean bytes this rank sent per gradient sync, 0 in one process). With
+    ``--distributed`` (``args.comm`` set by ``check_args``) the Trainer is data-parallel over the job's ranks."""
+    comm = getattr(args, "comm", None) or Communicator()
+    dp = DataParallel(model.pc, comm) if getattr(args, "distributed", False) else None
     trainer = None
     mark = [time.perf_counter(), 0]  # end of the previous epoch's evaluation, steps done by then
 
@@ -106,7 +139,7 @@ def train_model(model, train, dev, evaluate, args, *, metric, mode="max", unit="
 
     trainer = Trainer(model.pc, model.loss, Adam(model.pc, lr=args.lr), batch_size=args.batch_size,
                       strategy=args.strategy, clip=args.clip, evaluate=watched, mode=mode, patience=args.patience,
-                      checkpoint_dir=args.checkpoint_dir, log_path=args.log, seed=args.seed)
+                      checkpoint_dir=args.checkpoint_dir, log_path=args.log, seed=args.seed, parallel=dp)
     trainer.fit(train, dev, epochs=args.epochs, resume=args.resume)
     history = trainer.history
     seconds = sum(r["seconds"] for r in history)
@@ -117,6 +150,8 @@ def train_model(model, train, dev, evaluate, args, *, metric, mode="max", unit="
         "train_loss": [round(r["train_loss"], 6) for r in history],
         "train_seconds": round(seconds, 3),
         f"train_{unit}_per_s": round(len(train) * len(history) / seconds, 2) if seconds > 0 else None,
+        "ranks": comm.size,
+        "allreduce_bytes_per_step": 0 if dp is None else round(dp.bytes_per_sync()),
     }
     return trainer, summary
 

@@ -8,6 +8,7 @@ to the unknown word, so its embedding is trained on the training set's singleton
     python -m autobatch.examples.tagger --data ../shared/data/ud-english-ewt   # UD English EWT
 
 ``--max-train N`` / ``--max-dev N`` use a fixed random subset of the sentences (the same for every ``--seed``).
+``mpirun -n 4 python -m autobatch.examples.tagger --distributed ...`` trains data-parallel on 4 processes.
 
 Prints one line per epoch, then a JSON object with dev_accuracy, the majority-tag baseline and the training speed.
 """
@@ -97,6 +98,11 @@ def main(argv=None):
     ap.add_argument("--vocab", type=int, default=1000, help="synthetic vocabulary size (default 1000)")
     args = ap.parse_args(argv)
     check_args(ap, args)
+    return args.comm.run(train_and_evaluate, args, t0)  # under mpirun a failing rank aborts the job, not hangs it
+
+
+def train_and_evaluate(args, t0):
+    """Everything ``main`` does after parsing the flags: load, train, evaluate, print the JSON metrics."""
     train_sents, dev_sents = load(args)
     words = data.Vocab.build([s.words for s in train_sents], min_count=args.min_count)
     tags = data.Vocab.build([s.upos for s in train_sents + dev_sents], unk=None)  # a dev-only tag: scored wrong
