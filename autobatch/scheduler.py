@@ -30,6 +30,8 @@ def pending(graph, targets):
 
 def schedule(graph, targets):
     """The plan that computes the ``targets`` (not-yet-run node ids) under the graph's strategy."""
+    if graph.strategy == "agenda":
+        return _agenda(graph, targets)
     return _STRATEGIES[graph.strategy](graph, pending(graph, targets))
 
 
@@ -47,7 +49,7 @@ def _depth(graph, nodes):
     return [groups[k] for k in sorted(groups)]
 
 
-def _agenda(graph, nodes):
+def _agenda(graph, targets):
     # DyNet's agenda: run ready unbatchable nodes first; otherwise the ready signature whose nodes have the
     # lowest mean depth, the mean taken once over ALL its pending nodes, not only the ready ones. A signature
     # whose nodes hang off every step of a chain (per-word losses) has a mean deeper than the chain's own
@@ -55,10 +57,18 @@ def _agenda(graph, nodes):
     n_sig, n_args, n_depth, n_loc, local = graph.n_sig, graph.n_args, graph.n_depth, graph.n_loc, graph.local
     nsig = len(graph.signatures)
     count, depth_sum = [0] * nsig, [0] * nsig
-    lo = nodes[0]  # per-node lists below are indexed by id - lo
-    waiting, consumers = [0] * (nodes[-1] - lo + 1), [None] * (nodes[-1] - lo + 1)
-    leaves = []
-    for n in nodes:
+    lo = graph.first_pending  # per-node lists below are indexed by id - lo
+    size = max(targets) - lo + 1
+    need, waiting, consumers = bytearray(size), [0] * size, [None] * size
+    stack, leaves = [], []
+    for t in targets:
+        if not need[t - lo]:
+            need[t - lo] = 1
+            stack.append(t)
+    # One walk from the targets (as in ``pending``) also counts each node's pending inputs and records its
+    # consumers.
+    while stack:
+        n = stack.pop()
         sid = local[n_sig[n]]
         count[sid] += 1
         depth_sum[sid] += n_depth[n]
@@ -66,15 +76,20 @@ def _agenda(graph, nodes):
         for a in n_args[n]:
             if n_loc[a] < 0:
                 k += 1
-                c = consumers[a - lo]
+                i = a - lo
+                c = consumers[i]
                 if c is None:
-                    consumers[a - lo] = [n]
+                    consumers[i] = [n]
                 else:
                     c.append(n)
+                if not need[i]:
+                    need[i] = 1
+                    stack.append(a)
         if k:
             waiting[n - lo] = k
         else:
             leaves.append(n)
+    leaves.sort()
     ready = {}  # signature (local index) -> its nodes whose inputs have all run
     for n in leaves:
         ready.setdefault(local[n_sig[n]], []).append(n)
