@@ -201,6 +201,21 @@ LSTM_SCAN = primitive("lstm_scan", "structural", _lstm_scan_shape, scan.lstm_sca
                       shares=True, residual=True, seq="keep", must_share=(1,))
 
 
+def _rnn_scan_shape(shapes, dirs):
+    x, Wh, *init = shapes
+    D = len(dirs)
+    if len(Wh) != 2 or x != (Wh[0],) or Wh[0] != D * Wh[1]:
+        raise ShapeError(f"needs inputs ({D} x H,) and recurrent weights ({D} x H, H) for {D} direction(s), got "
+                         f"{x} and {Wh}")
+    if any(s != x for s in init):
+        raise ShapeError(f"initial states {init} must have shape {x}")
+    return x
+
+
+RNN_SCAN = primitive("rnn_scan", "structural", _rnn_scan_shape, scan.rnn_scan, scan.rnn_scan_vjp,
+                     shares=True, residual=True, seq="keep", must_share=(1,))
+
+
 def _tree_scan_shape(shapes):
     x, W, bx, U, b = shapes
     H = U[1] // 2 if len(U) == 2 else 0

@@ -312,7 +312,7 @@ class _Recurrent:
             ids = tuple(getattr(lid, name) for lid in lids)
             return ids[0] if len(ids) == 1 else g.add(R.CONCAT, ids, _AXIS0)
 
-        init = (stacked("h0"), stacked("c0")) if self.learned_init else ()
+        init = (stacked("h0"),) + ((stacked("c0"),) if self._has_memory else ()) if self.learned_init else ()
         gates = g.add(R.AFFINE, (stacked("bx"), stacked("Wx"), x), _XVEC)
         return g.add(self._scan, (gates, stacked("Wh")) + init, attrs)
 
@@ -422,6 +422,8 @@ class GRU(_Recurrent):
 class RNN(_Recurrent):
     """Elman RNN: h = tanh(W_x x + W_h h + b). Options as for LSTM (recurrent dropout on the new tanh value,
     zoneout on h). Nodes per step: 3 (2 on the recurrent path)."""
+
+    _scan = R.RNN_SCAN
 
     def _step(self, g, layer, lid, seq, x, h, c, fresh):
         pre = self._hpart(g, lid, seq, h, fresh, self._xpart(g, layer, lid, seq, x))

@@ -1,5 +1,6 @@
-"""Variable-length tanh-RNN language-model training: autobatch strategies off/depth/agenda against a
-hand-padded NumPy implementation of the same model, at several minibatch sizes.
+"""Variable-length tanh-RNN language-model training: autobatch strategies off/depth/agenda on word-by-word
+code, and the same model written on whole sentences ("sequences"), against a hand-padded NumPy implementation
+of the same model, at several minibatch sizes.
 
     python -m bench.chains                      # synthetic Zipf sentences (the embedded default)
     python -m bench.chains --data ../shared/data/ptb-lm --sentences 1280
@@ -33,13 +34,22 @@ def load_sentences(args):
 class Model:
     """The autobatch model: per-sentence code, no padding."""
 
-    def __init__(self, vocab, hidden, seed, dtype=np.float32):
+    def __init__(self, vocab, hidden, seed, dtype=np.float32, sequences=False):
         self.pc = ab.ParameterCollection(seed=seed, dtype=dtype)
         self.E = self.pc.add_lookup_parameters((vocab, hidden))
-        self.W = self.pc.add_parameters((hidden, 2 * hidden))
-        self.b = self.pc.add_parameters((hidden,))
+        if sequences:  # the same recurrence with W = [W_x | W_h] kept as the two blocks ab.RNN holds
+            self.rnn = ab.RNN(self.pc, hidden, hidden)
+        else:
+            self.W = self.pc.add_parameters((hidden, 2 * hidden))
+            self.b = self.pc.add_parameters((hidden,))
         self.V = self.pc.add_parameters((vocab, hidden))
         self.hidden = hidden
+
+    def sequence_loss(self, words):
+        """The same model on the sentence as a sequence: the recurrence is one scan node (``ab.RNN`` over
+        ``E[words]``, h = tanh(W_x x + W_h h + b): W split in two), the output layer and losses one node each."""
+        hs = self.rnn.transduce(self.E[list(words[:-1])])
+        return ab.sum_elems(ab.pick_neg_log_softmax(self.V @ hs, list(words[1:])))
 
     def sentence_loss(self, words):
         h = ab.zeros(self.hidden)
@@ -50,8 +60,11 @@ class Model:
         return losses
 
     def step(self, batch, strategy, lr):
-        ab.renew_cg(strategy=strategy)
-        losses = [l for words in batch for l in self.sentence_loss(words)]
+        ab.renew_cg(strategy="agenda" if strategy == "sequences" else strategy)
+        if strategy == "sequences":
+            losses = [self.sequence_loss(words) for words in batch]
+        else:
+            losses = [l for words in batch for l in self.sentence_loss(words)]
         loss = ab.esum(losses) / len(batch)
         value = loss.value()
         loss.backward()
@@ -66,7 +79,7 @@ class Model:
 
 
 def run_autobatch(sents, mb, strategy, args):
-    model = Model(args.vocab, args.hidden, args.seed)
+    model = Model(args.vocab, args.hidden, args.seed, sequences=strategy == "sequences")
     totals = dict(nodes=0, fwd=0, bwd=0, build=0.0, sched=0.0, steps=0)
     t0 = time.perf_counter()
     for i in range(0, len(sents), mb):
@@ -103,7 +116,8 @@ def main(argv=None):
     ap.add_argument("--vocab", type=int, default=1000, help="softmax size (rarer words map to <unk>)")
     ap.add_argument("--hidden", type=int, default=64)
     ap.add_argument("--batch-sizes", default="1,16,64")
-    ap.add_argument("--strategies", default="off,depth,agenda")
+    ap.add_argument("--strategies", default="off,depth,agenda,sequences",
+                    help="strategies for the word-by-word code, and 'sequences' (sentence-level code, agenda)")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--lr", type=float, default=0.1)
     ap.add_argument("--seed", type=int, default=0)

@@ -169,6 +169,61 @@ def _initial_grad(dv, order, shared):
     return out
 
 
+def rnn_scan(x, Wh, h0=None, *, lengths, dirs):
+    """Elman RNN over each sentence, in each direction of ``dirs``: h_t = tanh(x_t + W_h h_(t-1)), x holding
+    each row's input part (W_x x_t + b) per direction side by side, Wh (H, H) per direction stacked."""
+    xp = backend.xp
+    D, H = len(dirs), Wh.shape[1]
+    layouts = [layout(lengths, r) for r in dirs]
+    sizes, order, prev = layouts[0][1], layouts[0][2], layouts[0][3]
+    perms = [xp.asarray(p) for p, _, _, _ in layouts]
+    n = len(perms[0])
+    Hs = xp.empty((D, n, H), x.dtype)
+    for d, p in enumerate(perms):
+        Hs[d] = x[p, d * H:(d + 1) * H]
+    WhT = xp.ascontiguousarray(Wh.reshape(D, H, H).transpose(0, 2, 1))
+    h = h_first = _initial(h0, order, len(lengths), D, H, x.dtype)
+    s = 0
+    for b in sizes.tolist():
+        a = Hs[:, s:s + b]
+        a += xp.matmul(h[:, :b], WhT)
+        xp.tanh(a, out=a)
+        h = a
+        s += b
+    out = xp.empty((n, D * H), x.dtype)
+    for d, p in enumerate(perms):
+        out[p, d * H:(d + 1) * H] = Hs[d]
+    return out, (perms, sizes, order, prev, Hs, h_first)
+
+
+def rnn_scan_vjp(g, y, x, Wh, h0=None, *, lengths, dirs, res):
+    xp = backend.xp
+    perms, sizes, order, prev, Hs, h_first = res
+    D, H = len(dirs), Wh.shape[1]
+    dA = xp.empty_like(Hs)  # gradient of each step's pre-activation
+    for d, p in enumerate(perms):
+        dA[d] = g[p, d * H:(d + 1) * H]
+    deriv = 1 - Hs * Hs
+    W = Wh.reshape(D, H, H)
+    dh = xp.zeros((D, len(lengths), H), x.dtype)
+    ends = np.cumsum(sizes).tolist()
+    for t in range(len(ends) - 1, -1, -1):
+        b = int(sizes[t])
+        s = ends[t] - b
+        da = dA[:, s:s + b]
+        da += dh[:, :b]
+        da *= deriv[:, s:s + b]
+        dh[:, :b] = xp.matmul(da, W)
+    dWh = xp.matmul(dA.transpose(0, 2, 1), _previous(Hs, h_first, prev, int(sizes[0])))
+    gx = xp.empty((len(x), D * H), x.dtype)
+    for d, p in enumerate(perms):
+        gx[p, d * H:(d + 1) * H] = dA[d]
+    grads = [gx, dWh.reshape(Wh.shape)]
+    if h0 is not None:
+        grads.append(_initial_grad(dh, order, h0.ndim == 1))
+    return tuple(grads)
+
+
 # ---- Tree-LSTM over whole trees, level by level -------------------------------------------------------------
 # A tree arrives as its leaves' inputs (rows of a sequence) and its shape (per node in post-order: left child,
 # right child, height, leaf number; -1 where absent). All trees of a batch run together: first every leaf of

@@ -109,6 +109,12 @@ CASES = {
                   Case(lambda k, x, Wh, h0, c0: _scan(_rows_of(x, k + 2), Wh, h0, c0, dirs=(False, True)),
                        [(16,), (16, 2), (4,), (4,)], lambda k, x, Wh, h0, c0: _bidirectional_ref(
                            _rows_np(x, k + 2), Wh, h0, c0), shared=(1, 2, 3))],
+    "rnn_scan": [Case(lambda k, x, Wh: _rnn_scan(_rows_of(x, k + 2), Wh, dirs=(False,)), [(3,), (3, 3)],
+                      lambda k, x, Wh: _rnn_ref(_rows_np(x, k + 2), Wh), shared=(1,)),
+                 Case(lambda k, x, Wh, h0: _rnn_scan(_rows_of(x, k + 1), Wh, h0, dirs=(False, True)),
+                      [(6,), (6, 3), (6,)], lambda k, x, Wh, h0: np.concatenate(
+                          [_rnn_ref(_rows_np(x, k + 1)[:, :3], Wh[:3], h0[:3]),
+                           _rnn_ref(_rows_np(x, k + 1)[::-1, 3:], Wh[3:], h0[3:])[::-1]], axis=1), shared=(1,))],
     "tree_lstm_scan": [Case(lambda k, x, W, bx, U, b: _tree_scan(_rows_of(x, len(_TREES[k]) // 2 + 1), _TREES[k],
                                                                W, bx, U, b), [(3,), (6, 3), (6,), (10, 4), (10,)],
                             lambda k, x, W, bx, U, b: _tree_ref(_rows_np(x, len(_TREES[k]) // 2 + 1), _TREES[k],
@@ -242,6 +248,20 @@ def _tree_ref(X, shape, W, bx, U, b):
         hs.append(sig(a[H:2 * H]) * np.tanh(c))
         cs.append(c)
     return np.stack(hs)
+
+
+def _rnn_scan(X, Wh, h0=None, dirs=(False,)):
+    g = ab.current_graph()
+    ids = tuple(ab.ops._node(g, v) for v in (X, Wh, h0) if v is not None)
+    return ab.Expression(g, g.add(REGISTRY["rnn_scan"], ids, (("dirs", dirs),)))
+
+
+def _rnn_ref(X, Wh, h0=None):
+    h, out = (np.zeros(Wh.shape[1]) if h0 is None else h0), []
+    for x in X:
+        h = np.tanh(x + Wh @ h)
+        out.append(h)
+    return np.stack(out)
 
 
 def _bidirectional_ref(X, Wh, h0, c0):
