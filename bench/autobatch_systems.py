@@ -32,7 +32,7 @@ class System:
             self.O = pc.add_parameters((n_labels, dims["mlp"]))
         elif task == "tree":
             self.tree = ab.TreeLSTM(pc, E, H)
-            self.O, self.b = pc.add_parameters((n_labels, H)), pc.add_parameters((n_labels,))
+            self.O = pc.add_parameters((n_labels, H))  # no output bias, as the peers and dynet-benchmark
         else:
             self.rnn = ab.LSTM(pc, E, H)
             self.O, self.b = pc.add_parameters((n_words, H)), pc.add_parameters((n_words,))
@@ -59,14 +59,14 @@ class System:
         number[leaves] = np.arange(len(leaves))
         shape = np.stack([item.left, item.right, item.heights, number], axis=1)
         hs = self.tree.scan(shape, self.E[item.words[leaves]])
-        return ab.sum_elems(ab.pick_neg_log_softmax(ab.affine(self.b, self.O, hs), item.labels))
+        return ab.sum_elems(ab.pick_neg_log_softmax(self.O @ hs, item.labels))
 
     def _tree_steps(self, item):
         states, losses = [], []
         for w, left, right, label in zip(item.words, item.left, item.right, item.labels):
             s = self.tree.leaf(self.E[int(w)]) if left < 0 else self.tree.compose(states[left], states[right])
             states.append(s)
-            losses.append(ab.pick_neg_log_softmax(ab.affine(self.b, self.O, s.h), int(label)))
+            losses.append(ab.pick_neg_log_softmax(self.O @ s.h, int(label)))
         return ab.esum(losses)
 
     def _lm_seq(self, item):

@@ -12,7 +12,7 @@ one pass over the task's first ``--sentences`` items after a warm-up, and report
 memory, the loss after the same number of updates (every system sees the same minibatches), and for autobatch
 the kernel launches per minibatch and where the time went. Systems whose package is missing are skipped with a
 note (``pip install -e .[bench]`` installs PyTorch and DyNet). NumPy-based systems run with one BLAS thread
-(``OPENBLAS_NUM_THREADS=1``, as DyNet computes on one); PyTorch uses both cores.
+(``OPENBLAS_NUM_THREADS=1``, as DyNet computes on one), and PyTorch with ``--torch-threads`` (1 by default).
 """
 import argparse
 import importlib.util
@@ -51,6 +51,8 @@ def run(task, system, extra, mb, args):
            "--sentences", str(n), *extra]
     if args.data_root:
         cmd += ["--data", str(Path(args.data_root) / DATA[task])]
+    if system.startswith("torch"):
+        cmd += ["--threads", str(args.torch_threads)]
     env = dict(os.environ, OPENBLAS_NUM_THREADS="1", PYTHONPATH=str(HERE.parent))
     p = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=HERE.parent, timeout=args.timeout)
     if p.returncode:
@@ -143,6 +145,9 @@ def main(argv=None):
     ap.add_argument("--off-sentences", type=int, default=160, help="items timed for strategy off (slow)")
     ap.add_argument("--data-root", help="folder holding ud-english-ewt, sst-trees, ptb-lm (default: synthetic)")
     ap.add_argument("--timeout", type=int, default=900)
+    ap.add_argument("--torch-threads", type=int, default=1,
+                    help="PyTorch threads (default 1: on a shared machine a second thread spins while the other "
+                         "core is busy, and runs 10-20 times slower)")
     ap.add_argument("--no-write", action="store_true", help="print the tables but leave RESULTS.md alone")
     args = ap.parse_args(argv)
     batch_sizes = [int(x) for x in args.batch_sizes.split(",")]
@@ -169,8 +174,8 @@ def main(argv=None):
                         f"![{task}](suite_{task}.png)")
     cmd = "python -m bench.suite " + " ".join(argv if argv is not None else sys.argv[1:])
     header = (f"## Suite (issue 5): {started}\n\nCommand: `{cmd}` — {os.cpu_count()}-core CPU, no GPU; "
-              f"{args.repeats} repeats, systems interleaved; NumPy systems on 1 BLAS thread, PyTorch on 2, DyNet "
-              f"on 1. Data: {args.data_root or 'synthetic stand-ins'}.\n" + "".join(f"\n- {n}" for n in notes))
+              f"{args.repeats} repeats, systems interleaved; NumPy systems on 1 BLAS thread, PyTorch on "
+              f"{args.torch_threads}, DyNet on 1. Data: {args.data_root or 'synthetic stand-ins'}.\n" + "".join(f"\n- {n}" for n in notes))
     section = header + "\n\n" + "\n\n".join(sections)
     print(section)
     if not args.no_write:
