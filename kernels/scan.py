@@ -249,6 +249,13 @@ def _tree_layout(shapes, lengths):
     return left, right, leaf_rows, leaf_input, levels
 
 
+# Inside, an internal node's gates are kept as [i o f_l f_r u] (the parameters hold [i o u f_l f_r]): the four
+# sigmoid gates are then one block. Per level only the recurrence runs; the weight gradients are one product at
+# the end over every level's inputs.
+def _ifu(H):
+    return np.concatenate([np.arange(2 * H), np.arange(3 * H, 5 * H), np.arange(2 * H, 3 * H)])
+
+
 def tree_lstm_scan(shapes, x, W, bx, U, b, *, lengths):
     """Every node's h, per tree in post-order, for binary trees with leaf inputs x (packed, ``lengths`` leaves
     per tree): leaves [i o u] = W x + b_x, c = i * u; internal nodes [i o u f_l f_r] = U [h_l; h_r] + b,
@@ -256,55 +263,71 @@ def tree_lstm_scan(shapes, x, W, bx, U, b, *, lengths):
     xp = backend.xp
     left, right, leaf_rows, leaf_input, levels = _tree_layout(shapes, lengths)
     n, H = len(left), U.shape[1] // 2
-    Hs, C = xp.empty((n, H), x.dtype), xp.empty((n, H), x.dtype)
+    Hs, C, TC = (xp.empty((n, H), x.dtype) for _ in range(3))
     rows = xp.asarray(leaf_rows)
     A_leaf = x[xp.asarray(leaf_input)] @ W.T + bx
     _sigmoid_(A_leaf[:, :2 * H])
     xp.tanh(A_leaf[:, 2 * H:], out=A_leaf[:, 2 * H:])
-    C[rows] = A_leaf[:, :H] * A_leaf[:, 2 * H:]
-    Hs[rows] = A_leaf[:, H:2 * H] * xp.tanh(C[rows])
+    c = A_leaf[:, :H] * A_leaf[:, 2 * H:]
+    C[rows] = c
+    TC[rows] = tc = xp.tanh(c)
+    Hs[rows] = A_leaf[:, H:2 * H] * tc
+    order = xp.asarray(_ifu(H))
+    UT, bo = xp.ascontiguousarray(U[order].T), b[order]
     saved = []
     for nodes in levels:
         nd, l, r = xp.asarray(nodes), xp.asarray(left[nodes]), xp.asarray(right[nodes])
         kids = xp.concatenate([Hs[l], Hs[r]], axis=1)
-        a = kids @ U.T + b
-        _sigmoid_(a[:, :2 * H])
-        xp.tanh(a[:, 2 * H:3 * H], out=a[:, 2 * H:3 * H])
-        _sigmoid_(a[:, 3 * H:])
-        c = a[:, :H] * a[:, 2 * H:3 * H] + a[:, 3 * H:4 * H] * C[l] + a[:, 4 * H:] * C[r]
-        C[nd] = c
-        Hs[nd] = a[:, H:2 * H] * xp.tanh(c)
-        saved.append((nd, l, r, kids, a))
-    return Hs, (rows, xp.asarray(leaf_input), A_leaf, C, saved)
+        a = kids @ UT
+        a += bo
+        _sigmoid_(a[:, :4 * H])
+        xp.tanh(a[:, 4 * H:], out=a[:, 4 * H:])
+        cl, cr = C[l], C[r]
+        c = a[:, :H] * a[:, 4 * H:]
+        c += a[:, 2 * H:3 * H] * cl
+        c += a[:, 3 * H:4 * H] * cr
+        tc = xp.tanh(c)
+        C[nd], TC[nd] = c, tc
+        Hs[nd] = a[:, H:2 * H] * tc
+        saved.append((nd, l, r, kids, a, cl, cr))
+    return Hs, (rows, xp.asarray(leaf_input), A_leaf, C, TC, saved, order)
 
 
 def tree_lstm_scan_vjp(g, y, shapes, x, W, bx, U, b, *, lengths, res):
     xp = backend.xp
-    rows, leaf_input, A_leaf, C, saved = res
+    rows, leaf_input, A_leaf, C, TC, saved, order = res
     H = U.shape[1] // 2
     dH, dC = g.copy(), xp.zeros_like(C)
-    dU, db = xp.zeros_like(U), xp.zeros_like(b)
-    for nd, l, r, kids, a in reversed(saved):  # a node's gradients are complete once its parents are done
-        i, o, u, fl, fr = (a[:, k * H:(k + 1) * H] for k in range(5))
-        tc = xp.tanh(C[nd])
+    Uo = U[order]
+    das, kidss = [], []
+    for nd, l, r, kids, a, cl, cr in reversed(saved):  # a node's gradients are complete once its parents are done
+        tc, o = TC[nd], a[:, H:2 * H]
         dh = dH[nd]
-        dc = dC[nd] + dh * o * (1 - tc * tc)
+        dc = dC[nd]
+        dc += dh * o * (1 - tc * tc)
+        s4 = a[:, :4 * H]
         da = xp.empty_like(a)
-        da[:, :H] = dc * u * i * (1 - i)
-        da[:, H:2 * H] = dh * tc * o * (1 - o)
-        da[:, 2 * H:3 * H] = dc * i * (1 - u * u)
-        da[:, 3 * H:4 * H] = dc * C[l] * fl * (1 - fl)
-        da[:, 4 * H:] = dc * C[r] * fr * (1 - fr)
-        dU += da.T @ kids
-        db += da.sum(axis=0)
-        dkids = da @ U
+        da[:, :4 * H] = s4 * (1 - s4)  # sigmoid derivatives of [i o f_l f_r], then times what they multiply
+        da[:, :H] *= dc * a[:, 4 * H:]
+        da[:, H:2 * H] *= dh * tc
+        da[:, 2 * H:3 * H] *= dc * cl
+        da[:, 3 * H:4 * H] *= dc * cr
+        da[:, 4 * H:] = dc * a[:, :H] * (1 - a[:, 4 * H:] ** 2)
+        das.append(da)
+        kidss.append(kids)
+        dkids = da @ Uo
         # Children belong to exactly one parent, so plain indexed adds never collide within a level.
         dH[l] += dkids[:, :H]
         dH[r] += dkids[:, H:]
-        dC[l] += dc * fl
-        dC[r] += dc * fr
+        dC[l] += dc * a[:, 2 * H:3 * H]
+        dC[r] += dc * a[:, 3 * H:4 * H]
+    dU, db = xp.zeros_like(U), xp.zeros_like(b)
+    if das:
+        dA = xp.concatenate(das)
+        dU[order] = dA.T @ xp.concatenate(kidss)
+        db[order] = dA.sum(axis=0)
     i, o, u = A_leaf[:, :H], A_leaf[:, H:2 * H], A_leaf[:, 2 * H:]
-    tc = xp.tanh(C[rows])
+    tc = TC[rows]
     dh = dH[rows]
     dc = dC[rows] + dh * o * (1 - tc * tc)
     da = xp.empty_like(A_leaf)
