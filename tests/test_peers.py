@@ -102,14 +102,6 @@ def test_level_plan_runs_children_before_parents():
     assert sorted(plan.labels.tolist()) == sorted(np.concatenate([t.labels for t in trees]).tolist())
 
 
-def test_sst_leaf_with_a_space_is_read_as_one_word(tmp_path):
-    f = tmp_path / "train.txt"
-    f.write_text("(2 (2 (2 Contempt) (2 and)) (2 8\xa01\\/2))\n(3 (2 good) (3 film))\n", encoding="utf-8")
-    trees = tasks._read_sst(f)
-    assert trees[0].leaves() == ["Contempt", "and", "8_1\\/2"]
-    assert len(trees) == 2
-
-
 @pytest.mark.parametrize("task", tasks.TASKS)
 def test_synthetic_items_are_consistent(task):
     td = tasks.load(task, 12)

@@ -13,7 +13,6 @@ Vocabularies follow dynet-benchmark: the tagger keeps words seen more than 5 tim
 (``min_count=6``; the rest map to ``<unk>``), the Tree-LSTM and the LM keep every training word. With real data
 the counts run over the whole training file, not only the sentences timed.
 """
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -66,24 +65,6 @@ def _check_task(task):
         raise ValueError(f"unknown task {task!r}; expected one of {TASKS}")
 
 
-# An SST leaf whose word holds a space, e.g. "(2 8\xa01\/2)" (a no-break space, which str.split splits on):
-# autobatch.data.parse_tree rejects it (a leaf has one word), so the pieces are joined with "_" before parsing.
-# Three trees of SST train have one.
-_MULTIWORD_LEAF = re.compile(r"\((\d+) ([^()\s]+(?:\s+[^()\s]+)+)\)")
-
-
-def _read_sst(path, max_trees=None):
-    trees = []
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            if max_trees is not None and len(trees) >= max_trees:
-                break
-            if line.strip():
-                line = _MULTIWORD_LEAF.sub(lambda m: f"({m[1]} {'_'.join(m[2].split())})", line)
-                trees.append(data.parse_tree(line))
-    return trees
-
-
 def encode_tree(tree, vocab):
     """A ``data.Tree`` as a TreeItem (word ids through ``vocab``)."""
     nodes = tree.nodes()
@@ -118,7 +99,7 @@ def load(task, n, data_dir=None, seed=0):
         return TaskData(task, items, len(words), len(tags))
     if task == "tree":
         if data_dir:
-            trees = _read_sst(Path(data_dir) / "train.txt")
+            trees = data.read_sst(Path(data_dir) / "train.txt")
         else:
             trees = data.synthetic_trees(n, vocab_size=2000, seed=seed)
         vocab = data.Vocab.build(t.leaves() for t in trees)
