@@ -63,7 +63,7 @@ def run(task, system, extra, mb, args):
 
 def table(task, results, batch_sizes):
     """Markdown rows: medians per (system, minibatch)."""
-    lines = [f"| system | " + " | ".join(f"mb {mb} sents/s" for mb in batch_sizes) + " | words/s (mb "
+    lines = ["| system | " + " | ".join(f"mb {mb} sents/s" for mb in batch_sizes) + " | words/s (mb "
              f"{batch_sizes[-1]}) | peak MiB | loss at update 10 (mb {batch_sizes[-1]}) |",
              "|---|" + "---:|" * (len(batch_sizes) + 3)]
     for name in dict.fromkeys(k[0] for k in results):

@@ -26,7 +26,7 @@ from ..distributed import Communicator, DataParallel, communicator, failure_mess
 from ..optim import Adam
 from ..train import Trainer
 
-__all__ = ["common_parser", "check_args", "split_file", "limit", "subset", "train_model", "emit"]
+__all__ = ["common_parser", "check_args", "split_file", "subset", "train_model", "emit"]
 
 
 def common_parser(description, *, epochs, batch_size, lr, embed, hidden, max_train, max_dev):
@@ -97,11 +97,6 @@ def split_file(folder, pattern):
         what = "no file" if not matches else f"{len(matches)} files ({', '.join(m.name for m in matches)})"
         raise FileNotFoundError(f"{folder}: {what} matching {pattern!r}; --data must be the dataset's folder")
     return matches[0]
-
-
-def limit(items, n):
-    """The first ``n`` items (all of them when ``n`` is None)."""
-    return list(items) if n is None else list(items)[:n]
 
 
 def subset(items, n):

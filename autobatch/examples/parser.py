@@ -21,7 +21,7 @@ from ..batch_map import batch_map
 from ..graph import renew_cg
 from ..parameters import ParameterCollection
 from ..rnn import LSTM, BiRNN
-from . import check_args, common_parser, emit, limit, split_file, train_model
+from . import check_args, common_parser, emit, split_file, train_model
 
 SHIFT, LEFT, RIGHT = range(3)
 
