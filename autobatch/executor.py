@@ -54,6 +54,11 @@ def _gather(graph, src):
             b, p = divmod(locs[start], STRIDE)
             runs.append((b, p, p + k - start))
             start = k
+    return _joined(graph, runs)
+
+
+def _joined(graph, runs):
+    """Runs (batch, start, stop) of rows from several batches, joined in order."""
     batches = graph.batches
     return backend.xp.concatenate([batches[b].out[p:q] for b, p, q in runs]), (RUNS, runs)
 
@@ -77,7 +82,7 @@ def _gather_rows(graph, src):
     if all(r[0] == b0 for r in runs):
         idx = np.concatenate([np.arange(p, q) for _, p, q in runs])
         return batches[b0].out[backend.xp.asarray(idx)], (TAKE, b0, idx, len(set(src)) == len(src))
-    return backend.xp.concatenate([batches[b].out[p:q] for b, p, q in runs]), (RUNS, runs)
+    return _joined(graph, runs)
 
 
 def run_forward(graph, plan):

@@ -178,20 +178,12 @@ class Graph:
         if rows is not None:
             key += ("rows",)
         sig = self._sigs.get(key) or self._signature(key, prim, attrs, args, rows=rows)
-        n = len(n_sig)
         if sig.ragged:
             if rows is not None:
-                self.n_rows[n] = rows
+                self.n_rows[len(n_sig)] = rows
             else:
-                self._sequence_rows(n, sig, args)
-        n_sig.append(sig)
-        self.n_args.append(args)
-        n_depth.append(depth)
-        if aux is not None:
-            self.n_aux[n] = aux
-        if self.n_site is not None:
-            self.n_site.append(errors.user_site())
-        return n
+                self._sequence_rows(len(n_sig), sig, args)
+        return self._append(sig, args, depth, aux)
 
     def _add_sequence(self, prim, args, attrs):
         # The row count is not part of the signature: sequences of every length share one kernel call.
