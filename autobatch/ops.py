@@ -79,9 +79,7 @@ class Expression(Operators):
         return self.g.n_sig[self.i].dtype
 
     def _live(self):
-        if self.g is not _graph._current[0]:
-            raise RuntimeError(errors.at("this expression belongs to an earlier graph: renew_cg() was called "
-                                         "after it was built; rebuild it in the current graph"))
+        _node(_graph._current[0], self)  # raises for an expression of an earlier graph
         return self.g
 
     def value(self):
