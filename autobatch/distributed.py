@@ -156,9 +156,9 @@ class DataParallel:
         self.broadcast_parameters()
         if self.comm.size > 1:
             # In place, so that anything holding pc.rng sees the new stream; the mask stream built on it may
-            # hold uniforms drawn before, identical on every rank: drop it, the next dropout starts afresh.
+            # hold uniforms drawn before, identical on every rank: drop them, the next dropout starts afresh.
             pc.rng.bit_generator.state = np.random.default_rng(self.rank_seed(pc.seed)).bit_generator.state
-            _regularize._streams.pop(pc, None)
+            _regularize.reset_noise(pc)
 
     @property
     def rank(self):

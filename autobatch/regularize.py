@@ -57,7 +57,20 @@ class Noise:
         return self.block[pos:pos + n]
 
 
+    def reset(self):
+        """Forget the uniforms drawn ahead: the next ones come from the generator's current state."""
+        self.block, self.pos = None, self.BLOCK
+
+
 _streams = weakref.WeakKeyDictionary()
+
+
+def reset_noise(pc):
+    """After re-seeding ``pc.rng``: drop the uniforms ``pc``'s mask stream drew ahead from the old state (blocks
+    holding the stream see it too)."""
+    stream = _streams.get(pc)
+    if stream is not None:
+        stream.reset()
 
 
 def noise(pc):
