@@ -30,7 +30,8 @@ def batch_map(fn, examples):
     """``[fn(x) for x in examples]``, with the examples run in lockstep: whenever each live example is waiting
     for a value, all pending values are computed together, batched. Returns the results in order; an exception
     in one example is re-raised as ``ExampleError`` naming its index (the others are abandoned; the graph stays
-    usable)."""
+    usable). A ``BaseException`` that is not an ``Exception`` (``KeyboardInterrupt``, ``SystemExit``) passes
+    through unchanged."""
     if _graph.value_hook[0] is not None:
         raise RuntimeError("batch_map cannot be nested inside another batch_map")
     examples = list(examples)
@@ -53,7 +54,7 @@ def batch_map(fn, examples):
             for i in runnable:
                 try:
                     out = workers[i].switch()
-                except BaseException as error:
+                except Exception as error:  # not KeyboardInterrupt, SystemExit...: Ctrl-C must stop the program
                     raise ExampleError(i, error) from error
                 if workers[i].dead:
                     results[i] = out

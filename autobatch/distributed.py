@@ -5,9 +5,14 @@ The collectives go through a small communicator interface. ``Communicator`` (one
 collective the identity, so single-process runs need no MPI at all; ``MPICommunicator`` uses mpi4py (the
 optional ``mpi`` extra, which also brings an MPI runtime from PyPI). Launch with
 ``mpirun -n 4 python -m autobatch.examples.tagger --distributed ...``.
+
+Every collective has a deadline: a rank that stops answering (stopped with SIGSTOP, swapped out, stuck in a
+loop) ends the job with "rank r of n did not answer within N s" instead of leaving the others waiting forever
+(a rank that dies is already noticed by mpirun, and one that raises aborts the job through ``run``).
 """
 import os
 import sys
+import time
 import traceback
 
 import numpy as np
@@ -63,18 +68,92 @@ class Communicator:
             raise
 
 
+TIMEOUT = 600.0  # seconds; long enough for rank 0 to evaluate a dev set while the others wait for its metric
+_ARRIVED, _GO = 0x6162, 0x6163  # the point-to-point tags of the check before each collective
+
+
+def collective_timeout(timeout=None):
+    """The deadline of a collective in seconds, None for none: ``timeout`` if given, else the environment's
+    ``AUTOBATCH_MPI_TIMEOUT`` (``0``, ``off`` or ``none`` turn it off), else ``TIMEOUT``."""
+    if timeout is None:
+        text = os.environ.get("AUTOBATCH_MPI_TIMEOUT", "").strip().lower()
+        if not text:
+            return TIMEOUT
+        if text in ("0", "off", "none"):
+            return None
+        try:
+            timeout = float(text)
+        except ValueError:
+            raise ValueError(f"AUTOBATCH_MPI_TIMEOUT must be a number of seconds, 0, off or none; got "
+                             f"{text!r}") from None
+    timeout = float(timeout)
+    if not timeout >= 0:
+        raise ValueError(f"the collective timeout must be >= 0 seconds (0: none), got {timeout}")
+    return timeout or None
+
+
 class MPICommunicator(Communicator):
     """The MPI world of this job (mpi4py). Sums reduce to rank 0 and broadcast back, so every replica receives
-    bit-identical gradients whatever the number of ranks (an all-reduce may round differently per rank)."""
+    bit-identical gradients whatever the number of ranks (an all-reduce may round differently per rank).
 
-    def __init__(self, comm=None):
+    ``timeout`` (seconds; default ``collective_timeout()``: ``AUTOBATCH_MPI_TIMEOUT`` or 600; 0 for none) is
+    the deadline of every collective. Before each one, every rank tells rank 0 it has arrived and waits for
+    rank 0's go (two small messages per rank, polled without spinning the CPU). Rank 0 waits ``timeout``
+    seconds for the others and the others twice as long for rank 0, so that rank 0, which knows which rank is
+    missing, speaks first; then the job is aborted with "rank r of n did not answer within N s"."""
+
+    def __init__(self, comm=None, timeout=None):
         from mpi4py import MPI
 
         self.MPI = MPI
         self.comm = comm or MPI.COMM_WORLD
         self.rank, self.size = self.comm.Get_rank(), self.comm.Get_size()
+        self.timeout = collective_timeout(timeout)
+        self._round = 0
+
+    def _all_arrived(self):
+        """Return once every rank has reached the same collective; abort the job if one has not within the
+        deadline. Point-to-point messages keep their order per pair and tag, so round k's messages match."""
+        if self.timeout is None or self.size == 1:
+            return
+        self._round += 1
+        token = np.array([self._round], dtype=np.int64)
+        if self.rank == 0:
+            others = list(range(1, self.size))
+            got = [np.empty(1, dtype=np.int64) for _ in others]
+            self._wait([self.comm.Irecv(buf, source=r, tag=_ARRIVED) for r, buf in zip(others, got)], others,
+                       self.timeout)
+            self.MPI.Request.Waitall([self.comm.Isend(token, dest=r, tag=_GO) for r in others])
+        else:
+            sent = self.comm.Isend(token, dest=0, tag=_ARRIVED)
+            got = [np.empty(1, dtype=np.int64)]
+            self._wait([self.comm.Irecv(got[0], source=0, tag=_GO)], [0], 2 * self.timeout)
+            sent.Wait()
+        if any(int(buf[0]) != self._round for buf in got):  # a bug, not a late rank: say so
+            self.abort(f"rank {self.rank} of {self.size}: the ranks disagree on how many collectives they ran "
+                       f"({self._round} here, {[int(b[0]) for b in got]} there)")
+
+    def _wait(self, requests, ranks, seconds):
+        """Wait for ``requests`` (one per rank of ``ranks``) for at most ``seconds``; aborts the job naming
+        the first rank whose request is still open. Polls without pause for the first millisecond (the ranks
+        of a step usually arrive together: a sleep would add its whole length to every collective), then
+        sleeps between polls, up to 2 ms, so that a long wait costs no CPU."""
+        now = time.monotonic()
+        deadline, spin_until, pause = now + seconds, now + 1e-3, 5e-5
+        while not self.MPI.Request.Testall(requests):
+            now = time.monotonic()
+            if now > deadline:
+                late = [r for r, req in zip(ranks, requests) if not req.Test()]
+                if late:
+                    self.abort(f"rank {late[0]} of {self.size} did not answer within {seconds:g} s (rank "
+                               f"{self.rank} waited for it in a collective; AUTOBATCH_MPI_TIMEOUT sets the "
+                               f"deadline)")
+            if now > spin_until:
+                time.sleep(pause)
+                pause = min(2 * pause, 2e-3)
 
     def sum(self, array):
+        self._all_arrived()
         host = np.ascontiguousarray(backend.asnumpy(array))
         total = np.empty_like(host) if self.rank == 0 else None
         self.comm.Reduce(host, total, op=self.MPI.SUM, root=0)
@@ -84,22 +163,27 @@ class MPICommunicator(Communicator):
         return backend.xp.asarray(total)
 
     def gather_bytes(self, data, sizes):
+        self._all_arrived()
         out = np.empty(sum(sizes), dtype=np.uint8)
         self.comm.Allgatherv(np.ascontiguousarray(data, dtype=np.uint8), [out, list(sizes)])
         return out
 
     def broadcast(self, array, root=0):
+        self._all_arrived()
         host = np.ascontiguousarray(backend.asnumpy(array))
         self.comm.Bcast(host, root=root)
         return backend.xp.asarray(host)
 
     def broadcast_object(self, obj, root=0):
+        self._all_arrived()
         return self.comm.bcast(obj, root=root)
 
     def max(self, value):
+        self._all_arrived()
         return self.comm.allreduce(value, op=self.MPI.MAX)
 
     def gather_objects(self, obj):
+        self._all_arrived()
         return self.comm.allgather(obj)
 
     def abort(self, message):
@@ -119,16 +203,16 @@ def launched_by_mpi():
     return any(k in os.environ for k in ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK", "MPI_LOCALNRANKS"))
 
 
-def communicator(distributed=None):
+def communicator(distributed=None, timeout=None):
     """The communicator for this process: MPI when asked (``distributed=True``) or launched by mpirun,
-    otherwise the single-process one. Asking for MPI without mpi4py installed is an error that says how to
-    install it."""
+    otherwise the single-process one. ``timeout``: the deadline of every collective (see ``MPICommunicator``).
+    Asking for MPI without mpi4py installed is an error that says how to install it."""
     if distributed is None:
         distributed = launched_by_mpi()
     if not distributed:
         return Communicator()
     try:
-        return MPICommunicator()
+        return MPICommunicator(timeout=timeout)
     except ImportError as e:
         raise ImportError("distributed training needs mpi4py and an MPI runtime: pip install -e '.[mpi]'") from e
 

@@ -14,6 +14,7 @@ object with
 Labelled examples are ``(x, y)`` pairs, ``y`` an int class or a sequence of ints (one per token). A worker
 sends back the trained parameters by name; the parent rebuilds the model with ``model_fn`` and loads them.
 """
+import contextlib
 import math
 import multiprocessing
 from concurrent.futures import ProcessPoolExecutor
@@ -24,6 +25,7 @@ import numpy as np
 from . import graph as _graph
 from . import ops
 from .checkpoint import load_checkpoint
+from .regularize import eval_mode
 from .train import fit
 
 
@@ -31,11 +33,22 @@ def _flat(out):
     return list(out) if isinstance(out, (list, tuple)) else [out]
 
 
-def model_probs(model, inputs, batch_size=256, strategy="agenda"):
+def _mode(deterministic):
+    """``eval_mode()`` for the block when ``deterministic``, else the mode in force (e.g. Monte Carlo dropout
+    under ``train_mode()``)."""
+    return eval_mode() if deterministic else contextlib.nullcontext()
+
+
+def model_probs(model, inputs, batch_size=256, strategy="agenda", deterministic=True):
     """``model.probs(x)`` for every input as NumPy arrays, one graph per ``batch_size`` inputs so the engine
-    batches the forward pass across them."""
+    batches the forward pass across them; in ``eval_mode()`` (dropout off) unless ``deterministic=False``, the
+    previous mode restored afterwards."""
+    with _mode(deterministic):
+        return _probs(model, list(inputs), batch_size, strategy)
+
+
+def _probs(model, inputs, batch_size, strategy):
     out = []
-    inputs = list(inputs)
     for i in range(0, len(inputs), batch_size):
         _graph.renew_cg(strategy=strategy)
         exprs = [model.probs(x) for x in inputs[i:i + batch_size]]
@@ -63,10 +76,11 @@ class Ensemble:
     def __len__(self):
         return len(self.members)
 
-    def predict_proba(self, inputs, batch_size=256):
-        """The members' mean probabilities for each input (one array per input)."""
+    def predict_proba(self, inputs, batch_size=256, deterministic=True):
+        """The members' mean probabilities for each input (one array per input), in ``eval_mode()`` unless
+        ``deterministic=False`` (then in the mode in force)."""
         inputs = list(inputs)
-        per_member = [model_probs(m, inputs, batch_size) for m in self.members]
+        per_member = [model_probs(m, inputs, batch_size, deterministic=deterministic) for m in self.members]
         out = []
         for i, arrays in enumerate(zip(*per_member)):
             shapes = {a.shape for a in arrays}
@@ -123,7 +137,8 @@ def _train_member(model_fn, config, seed, train, dev, held_out, score, fit_kwarg
         if not catch_divergence:
             raise
         return None, [], float("nan")
-    held = None if held_out is None else float(score(model, held_out))
+    with eval_mode():  # a held-out score is an evaluation: dropout off, whatever ``score`` does
+        held = None if held_out is None else float(score(model, held_out))
     return {p.name: p.value() for p in model.pc.parameters()}, trainer.history, held
 
 

@@ -5,7 +5,10 @@ import numpy as np
 from kernels import backend
 from kernels.structure import SparseRows
 
-from .graph import STRIDE
+# Where an executed node's value lives, as one int: batch id * STRIDE + position in the batch (-1 before it runs).
+# One int sorts, compares and tests contiguity faster than a pair. (The graph imports this module, never the
+# reverse: the executor reads and writes a graph's execution state through the graph passed to it.)
+STRIDE = 1 << 32
 
 # How a batch reads one of its inputs: a parameter/constant passed once, a contiguous slice of an earlier
 # batch's output (a view: the common case along recurrent chains), rows taken from one batch, or runs of
@@ -27,27 +30,41 @@ class Batch:
 def _order(graph, nodes, args, sig):
     """Sort a batch by where its most recently computed batched input lives, so that input is a slice."""
     n_loc = graph.n_loc
-    batched = [j for j, sh in enumerate(sig.shared) if not sh]
-    if not batched:
+    j, latest, i = -1, -1, 0
+    for sh in sig.shared:  # the batched input computed last (the first node's input with the highest location)
+        if not sh:
+            loc = n_loc[args[0][i]]
+            if loc > latest:
+                j, latest = i, loc
+        i += 1
+    if j < 0:
         return nodes, args
-    j = max(batched, key=lambda j: n_loc[args[0][j]])
-    order = sorted(range(len(nodes)), key=[n_loc[t[j]] for t in args].__getitem__)
+    keys = [n_loc[t[j]] for t in args]
+    for k in range(1, len(keys)):  # along chains the batch is in layout order already: test before sorting
+        if keys[k] < keys[k - 1]:
+            break
+    else:
+        return nodes, args
+    order = sorted(range(len(nodes)), key=keys.__getitem__)
     return [nodes[k] for k in order], [args[k] for k in order]
 
 
 def _gather(graph, src):
     """The batched input made of the values of nodes ``src``, and how it was read (for the backward pass)."""
     n_loc = graph.n_loc
-    locs = [n_loc[a] for a in src]
-    first, size = locs[0], len(src)
+    first, size, k = n_loc[src[0]], len(src), 1
+    while k < size and n_loc[src[k]] == first + k:  # consecutive positions of one batch: a view
+        k += 1
     b0 = first // STRIDE
-    if locs[-1] - first == size - 1 and locs == list(range(first, first + size)):
+    if k == size:
         p0 = first - b0 * STRIDE
         return graph.batches[b0].out[p0:p0 + size], (SLICE, b0, p0)
+    locs = [n_loc[a] for a in src]
     bs = [loc // STRIDE for loc in locs]
     if bs.count(b0) == size:
         idx = np.array(locs, dtype=np.intp) - b0 * STRIDE
-        return graph.batches[b0].out[backend.xp.asarray(idx)], (TAKE, b0, idx, len(set(locs)) == size)
+        idx = backend.to_device(idx)  # kept on the device for the backward pass
+        return graph.batches[b0].out[idx], (TAKE, b0, idx, len(set(locs)) == size)
     runs, start = [], 0
     for k in range(1, size + 1):
         if k == size or locs[k] != locs[k - 1] + 1:
@@ -81,7 +98,8 @@ def _gather_rows(graph, src):
     b0 = runs[0][0]
     if all(r[0] == b0 for r in runs):
         idx = np.concatenate([np.arange(p, q) for _, p, q in runs])
-        return batches[b0].out[backend.xp.asarray(idx)], (TAKE, b0, idx, len(set(src)) == len(src))
+        idx = backend.to_device(idx)
+        return batches[b0].out[idx], (TAKE, b0, idx, len(set(src)) == len(src))
     return _joined(graph, runs)
 
 
@@ -126,15 +144,18 @@ def run_forward(graph, plan):
         if prim.aux is not None:
             per_node = [n_aux.get(n) for n in nodes]
             if sig.ragged and prim.seq == "rows":  # per-row data (a word id, a target) for every row
-                aux = backend.xp.asarray(np.concatenate(per_node))
+                # Host ids are uploaded at once; a random op's uniforms were drawn on the device already.
+                aux = backend.xp.concatenate(per_node) if prim.random else backend.to_device(np.concatenate(per_node))
             elif prim.aux == "index":
-                aux = backend.xp.asarray(np.array(per_node, np.intp))
+                aux = backend.to_device(np.array(per_node, np.intp))
             else:
                 aux = per_node
         out = prim.fwd(*inputs, **kw) if aux is None else prim.fwd(aux, *inputs, **kw)
         res = None
         if prim.residual:
             out, res = out
+        if out.dtype != sig.dtype:  # the signature's dtype is the truth: integers NumPy made floats, an int32 sum
+            out = out.astype(sig.dtype)  # NumPy widened, are cast to it (one compare per batch otherwise)
         counts = [n_rows[n] for n in nodes] if sig.ragged else None
         total = size if counts is None else sum(counts)
         if out.shape != (total,) + sig.shape:
@@ -149,16 +170,54 @@ def run_forward(graph, plan):
             for n, c in zip(nodes, counts):
                 n_loc[n] = base
                 base += c
-        if graph.check_finite and not bool(backend.xp.isfinite(out).all()):
+        if graph.check_finite and not _all_finite(out):
             _report_nonfinite(graph, batches[bid], counts)
 
 
+def _all_finite(a):
+    """True when ``a`` holds no NaN or infinity: one explicit download of one flag (``check_finite`` is a
+    debugging mode that syncs after every batch)."""
+    return bool(backend.asnumpy(backend.xp.isfinite(a).all()))
+
+
+def _first_bad_row(a):
+    """The index along the leading axis of the first row holding a NaN or infinity (0 for a 0-d array)."""
+    a = backend.asnumpy(a)
+    return 0 if a.ndim == 0 else int(np.flatnonzero(~np.isfinite(a.reshape(len(a), -1)).all(1))[0])
+
+
+def _node_at(batch, row, counts):
+    """The node of ``batch`` owning ``row`` of an array packing ``counts[k]`` rows per node (one if None)."""
+    return batch.nodes[row if counts is None else int(np.searchsorted(np.cumsum(counts), row, side="right"))]
+
+
 def _report_nonfinite(graph, batch, counts):
-    bad_row = np.flatnonzero(~np.isfinite(backend.asnumpy(batch.out)).reshape(len(batch.out), -1).all(1))[0]
-    k = bad_row if counts is None else int(np.searchsorted(np.cumsum(counts), bad_row, side="right"))
-    n = batch.nodes[k]
+    n = _node_at(batch, _first_bad_row(batch.out), counts)
     raise FloatingPointError(f"{batch.sig.prim.name}: non-finite value (NaN or inf) in node {n} of shape "
                              f"{graph.shape_of(n)}, built at {graph.n_site[n]}")
+
+
+def _check_gradients(graph, batch, gins):
+    """With ``check_finite``, name the node whose VJP made a non-finite gradient. Its incoming gradient, output
+    and inputs are finite (later batches and the forward pass were checked), so the fault is this op's own
+    derivative: sqrt or log at 0, a division by a zero input."""
+    sig, nodes = batch.sig, batch.nodes
+    for j, gi in enumerate(gins):
+        if gi is None:
+            continue
+        rows = gi.rows if isinstance(gi, SparseRows) else gi
+        if _all_finite(rows):
+            continue
+        n, where = nodes[0], "" if len(nodes) == 1 else f" (one of {len(nodes)} nodes batched together)"
+        per_node = rows.ndim and (batch.plans[j][0] != SHARED or sig.prim.kind == "elementwise")
+        if per_node and len(rows) == len(batch.out):  # one row per output row
+            n, where = _node_at(batch, _first_bad_row(rows), [graph.n_rows[m] for m in nodes] if sig.ragged
+                                else None), ""
+        elif per_node and j in sig.seq_inputs:  # one row per input row
+            n, where = _node_at(batch, _first_bad_row(rows), [graph.n_rows[graph.n_args[m][j]] for m in nodes]), ""
+        raise FloatingPointError(f"{sig.prim.name}: non-finite gradient (NaN or inf) from the derivative (VJP) "
+                                 f"of node {n}{where} of shape {graph.shape_of(n)} with respect to its input {j}, "
+                                 f"built at {graph.n_site[n]}")
 
 
 def unbroadcast(g, shape):
@@ -183,11 +242,13 @@ def run_backward(graph, target):
             g = grads[b] = xp.zeros_like(batches[b].out)
         return g
 
-    def wants(b):  # inputs and constants of zeros take no gradient
+    def wants(b):  # inputs, constants of zeros and integer values take no gradient
         sig = batches[b].sig
-        return sig.prim.vjp is not None or sig.param is not None
+        return (sig.prim.vjp is not None or sig.param is not None) and sig.dtype.kind == "f"
 
     top, pos = divmod(n_loc[target], STRIDE)
+    if not wants(top):  # a function of inputs only: its gradient with respect to every parameter is zero
+        return
     buffer(top)[pos:pos + graph.n_rows.get(target, 1)] = 1
     count = 0
     for bid in range(top, -1, -1):
@@ -198,7 +259,9 @@ def run_backward(graph, target):
         batch = batches[bid]
         sig = batch.sig
         if sig.param is not None:
-            sig.param.accumulate(g[0])
+            param = sig.param()  # None once the model is gone: nothing left to train
+            if param is not None:
+                param.accumulate(g[0])
             continue
         prim = sig.prim
         kw = batch.kw if batch.res is None else dict(batch.kw, res=batch.res)
@@ -206,6 +269,8 @@ def run_backward(graph, target):
             gins = prim.vjp(g, batch.out, *batch.inputs, **kw)
         else:
             gins = prim.vjp(g, batch.out, batch.aux, *batch.inputs, **kw)
+        if graph.check_finite:
+            _check_gradients(graph, batch, gins)
         for j, (gi, plan) in enumerate(zip(gins, batch.plans)):
             if gi is None:
                 continue
@@ -220,8 +285,11 @@ def run_backward(graph, target):
             if kind == SHARED:
                 a = plan[1]
                 b, p = divmod(n_loc[a], STRIDE)
-                param = batches[b].sig.param
-                if param is not None:
+                ref = batches[b].sig.param
+                if ref is not None:
+                    param = ref()
+                    if param is None:
+                        continue
                     if isinstance(gi, SparseRows):
                         param.accumulate_rows(gi.indices, gi.rows)
                     else:
@@ -235,7 +303,7 @@ def run_backward(graph, target):
                     buffer(plan[1])[plan[2]:plan[2] + len(gi)] += gi
             elif kind == TAKE:
                 if wants(plan[1]):
-                    idx = xp.asarray(plan[2])
+                    idx = plan[2]
                     if plan[3]:
                         buffer(plan[1])[idx] += gi
                     else:

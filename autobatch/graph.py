@@ -9,15 +9,19 @@ from example to example (a sentence's word vectors). Signatures ignore T, so sen
 kernels: a batch of sequences is their rows packed one after another, and an op applied row by row (a product
 with a weight matrix, tanh, a loss per word) runs over all the words of all the sentences in one call.
 """
+import itertools
 import time
+import weakref
 
 import numpy as np
 
-from . import errors
+from kernels import backend
+
+from . import errors, executor, scheduler
+from .executor import STRIDE
 from .registry import PARAM, ShapeError
 
 STRATEGIES = ("off", "depth", "agenda")
-STRIDE = 1 << 32  # node locations: batch id * STRIDE + position
 
 # Signatures are shared by all graphs: a minibatch finds the ones it needs already made (shape rules run once
 # per distinct signature per process, not per graph). Their keys therefore hold only global facts: interned
@@ -26,16 +30,79 @@ STRIDE = 1 << 32  # node locations: batch id * STRIDE + position
 _KINDS = {}
 _SIGNATURES = {}
 _CONSTANTS = {}  # a constant's recipe (param uid, or op and input constants) -> its global id
+# A dead parameter's constant ids never come back, so every entry naming one is garbage: each live constant id
+# lists the entries of the two tables above that name it, and they go when its parameter is collected (see
+# ``release_parameter``). A constant id missing here is dead; signatures naming one stay local to their graph.
+_OWNED = {}
+_sig_ids, _const_ids = itertools.count(), itertools.count()  # never reused: entries are dropped
 
 # The dtype of the most recently created ParameterCollection: what inputs and constants default to.
 default_dtype = [np.dtype(np.float32)]
-latest_collection = [None]  # the most recently created ParameterCollection
+latest_collection = [None]  # a weak reference to the most recently created ParameterCollection
+
+
+def _constant(key, inputs):
+    """The global id of the constant ``key`` made from constants ``inputs``, made on first use; it is
+    registered (shared by later graphs) only while all its inputs are alive."""
+    cid = _CONSTANTS.get(key)
+    if cid is None:
+        cid = next(_const_ids)
+        owners = [_OWNED.get(c) for c in inputs]  # (taken at once: the garbage collector may release one)
+        if None not in owners:
+            _CONSTANTS[key] = cid
+            _OWNED[cid] = []
+            for owner in owners:
+                owner.append((_CONSTANTS, key))
+    return cid
+
+
+def _publish(key, sig):
+    """Share a new signature with later graphs, unless it names a constant whose parameter is gone."""
+    if type(key[0]) is str:  # ("param", id) or ("static", id)
+        consts = (key[1],)
+    else:  # shared inputs appear in the key as -1 - constant id
+        consts = [-1 - k for k in key[2:] if type(k) is int and k < 0]
+    owners = [_OWNED.get(c) for c in consts]
+    if None not in owners:
+        _SIGNATURES[key] = sig
+        for owner in owners:
+            owner.append((_SIGNATURES, key))
+
+
+def _release(cid):
+    for table, key in _OWNED.pop(cid, ()):
+        dropped = table.pop(key, None)
+        if table is _CONSTANTS and dropped is not None:  # a constant computed from this one goes too
+            _release(dropped)
+
+
+def release_parameter(uid):
+    """Forget the signatures and constants of the parameter numbered ``uid`` and of everything computed from
+    it; called when the parameter is garbage-collected, so that dropped models free their memory."""
+    cid = _CONSTANTS.pop(("param", uid), None)
+    if cid is not None:
+        _release(cid)
+
+
+def keeps_int(prim, kw):
+    """Whether ``prim`` with attributes ``kw`` gives integers for integer inputs (see ``Primitive.keeps_int``)."""
+    keeps = prim.keeps_int
+    return keeps(**kw) if callable(keeps) else keeps
+
+
+class _Retype(Exception):
+    """Raised inside ``Graph.add`` when a node's inputs must first be converted (see ``Graph._unify``)."""
+
+    def __init__(self, args):
+        super().__init__()
+        self.args = args
 
 
 class Signature:
     """What nodes must share to run in one kernel call: op, attributes, input shapes, dtypes and whether they
     are sequences, and the identity of shared inputs. ``kp`` numbers the (shape, dtype, sequence) triple;
-    consumers put it in their own keys. ``shape`` is a sequence's row shape."""
+    consumers put it in their own keys. ``shape`` is a sequence's row shape. ``param`` is a weak reference to
+    the parameter a parameter's signature reads (None for other signatures): signatures outlive models."""
 
     __slots__ = ("id", "prim", "attrs", "kw", "shape", "dtype", "kp", "shared", "expand", "batchable", "param",
                  "ragged", "seq_inputs")
@@ -70,12 +137,17 @@ class Graph:
         self.first_pending = 0  # every node below this id has run
         self.n_site = [] if check_finite else None
         self.static = set()  # nodes computed from parameters only: the same for every example
+        self.weak = {}  # leaves built without a dtype (they take the dtype of the values they meet: _unify) ->
+        # the numbers given, where the leaf's dtype rounded them (else None)
+        self._weak_of, self._retyped = {}, {}  # whether a node derives from weak leaves only; its copy per dtype
         self._const_id = {}  # such a node's global constant id
         self._sigs, self.signatures, self.local = {}, [], {}  # signatures used here; their index here
-        self._param_node, self._cse = {}, {}
+        self._param_node, self._cse = {}, {}  # parameter uid -> node (the graph holds no Parameter)
+        self.ref = weakref.ref(self)  # what parameters remember as their last graph
         self.batches = []
         self.backward_batches = 0
         self.times = dict(build_s=0.0, schedule_s=0.0, execute_s=0.0, backward_s=0.0)
+        self.transfers_at = dict(backend.transfers)  # host/device moves before this graph (graph_stats subtracts)
         self._mark = time.perf_counter()
 
     def __len__(self):
@@ -96,8 +168,7 @@ class Graph:
         shapes = [n_sig[a].shape for a in args]
         dtypes = {n_sig[a].dtype for a in args}
         if len(dtypes) > 1:
-            raise TypeError(errors.at(f"{prim.name}: inputs mix dtypes {sorted(map(str, dtypes))}; "
-                                      f"convert with input_tensor(..., dtype=) so all match"))
+            raise _Retype(self._unify(prim, args))
         shared = tuple(p < 0 for p in key[2:2 + len(args)]) if batchable else (False,) * len(args)
         for j in prim.must_share:
             if not shared[j]:
@@ -113,12 +184,16 @@ class Graph:
         except ShapeError as e:
             raise ValueError(errors.at(f"{prim.name}: {e}")) from None
         dtype = dtypes.pop() if dtypes else kw.get("dtype")
-        expand = tuple(prim.kind == "elementwise" and not sh and len(s) < len(shape)
-                       for s, sh in zip(shapes, shared))
+        promoted = False  # (an if, not `and`: see the note on Cython below)
+        if args and dtype.kind != "f" and not keeps_int(prim, kw):  # tanh, / or sqrt of integers are floats, as
+            dtype, promoted = default_dtype[0], True  # in NumPy and PyTorch: the float default
+        elementwise = prim.kind == "elementwise"  # bool(): compiled, Cython 3.3 miscompiles `object and bint`
+        expand = tuple(bool(elementwise) and not sh and len(s) < len(shape) for s, sh in zip(shapes, shared))
         kp = _KINDS.setdefault((shape, dtype, ragged), len(_KINDS))
-        sig = Signature(len(_SIGNATURES), prim, attrs, shape, dtype, kp, shared, expand, batchable, param,
-                        ragged, seq_inputs)
-        _SIGNATURES[key] = sig
+        sig = Signature(next(_sig_ids), prim, attrs, shape, dtype, kp, shared, expand, batchable,
+                        None if param is None else weakref.ref(param), ragged, seq_inputs)
+        if not promoted:  # the default may change, so a promotion stays local to this graph
+            _publish(key, sig)
         return sig
 
     def _check_sequence_inputs(self, prim, args, shared, seq_inputs):
@@ -148,36 +223,41 @@ class Graph:
         n_sig, static, n_depth, const = self.n_sig, self.static, self.n_depth, self._const_id
         if prim.seq == "build":
             return self._add_sequence(prim, args, attrs)
-        if static.isdisjoint(args):  # the common case, unrolled: this is the hottest line of model code
-            k = len(args)
-            if k == 1:
-                a = args[0]
-                key, depth = (prim, attrs, n_sig[a].kp), n_depth[a] + 1
-            elif k == 2:
-                a, b = args
-                key, depth = (prim, attrs, n_sig[a].kp, n_sig[b].kp), max(n_depth[a], n_depth[b]) + 1
-            else:
-                key = (prim, attrs, *[n_sig[a].kp for a in args])
-                depth = max(map(n_depth.__getitem__, args)) + 1 if args else 0
-        elif prim.constant_foldable and static.issuperset(args):
-            return self._add_static(prim, args, attrs)
-        elif prim.shares:  # a shared parameter (or constant) input is passed once; its identity joins the key
-            if len(args) == 1:  # a lookup
-                key, depth = (prim, attrs, -1 - const[args[0]]), n_depth[args[0]] + 1
-            elif len(args) == 2:
-                a, b = args
-                key = (prim, attrs, -1 - const[a] if a in static else n_sig[a].kp,
-                       -1 - const[b] if b in static else n_sig[b].kp)
-                depth = max(n_depth[a], n_depth[b]) + 1
-            else:
-                key = (prim, attrs, *[-1 - const[a] if a in static else n_sig[a].kp for a in args])
-                depth = max(map(n_depth.__getitem__, args)) + 1
-        else:
-            key = (prim, attrs, *[n_sig[a].kp for a in args])
-            depth = max(map(n_depth.__getitem__, args)) + 1
+        k = len(args)
+        # The common cases first, unrolled: this is the hottest code of model code (typed locals when compiled)
+        if k == 1 and args[0] not in static:
+            a = args[0]
+            sa = n_sig[a]
+            key, depth = (prim, attrs, sa.kp), n_depth[a] + 1
+        elif k == 2 and args[0] not in static and args[1] not in static:
+            a, b = args
+            sa, sb = n_sig[a], n_sig[b]
+            key, depth = (prim, attrs, sa.kp, sb.kp), max(n_depth[a], n_depth[b]) + 1
+        elif k == 1 and prim.shares and not prim.constant_foldable:  # a lookup (its input is shared)
+            a = args[0]
+            key, depth = (prim, attrs, -1 - const[a]), n_depth[a] + 1
+        else:  # no input, or 3 or more, or some computed from parameters alone: one loop counts those
+            n_static = 0
+            for a in args:
+                if a in static:
+                    n_static += 1
+            if k and n_static == k and prim.constant_foldable:
+                return self._add_static(prim, args, attrs)
+            shares = False  # a shared parameter (or constant) input is passed once; its identity joins the key
+            if n_static and prim.shares:
+                shares = True
+            parts, depth = [prim, attrs], -1
+            for a in args:
+                parts.append(-1 - const[a] if shares and a in static else n_sig[a].kp)
+                if n_depth[a] > depth:
+                    depth = n_depth[a]
+            key, depth = tuple(parts), depth + 1
         if rows is not None:
             key += ("rows",)
-        sig = self._sigs.get(key) or self._signature(key, prim, attrs, args, rows=rows)
+        try:
+            sig = self._sigs.get(key) or self._signature(key, prim, attrs, args, rows=rows)
+        except _Retype as r:  # inputs of several dtypes, some weakly typed: those now take the explicit one
+            return self.add(prim, r.args, attrs, aux, rows)
         if sig.ragged:
             if rows is not None:
                 self.n_rows[len(n_sig)] = rows
@@ -189,6 +269,9 @@ class Graph:
         # The row count is not part of the signature: sequences of every length share one kernel call.
         n_sig = self.n_sig
         kinds = {n_sig[a].kp for a in args}
+        if len({n_sig[a].dtype for a in args}) > 1:
+            args = self._unify(prim, args)
+            kinds = {n_sig[a].kp for a in args}
         key = (prim, attrs, n_sig[args[0]].kp)
         sig = self._sigs.get(key) or self._signature(key, prim, attrs, args[:1])
         if len(kinds) > 1 or sig.seq_inputs:
@@ -204,7 +287,8 @@ class Graph:
         key = (prim, attrs, args)
         n = self._cse.get(key)
         if n is None:
-            uid = _CONSTANTS.setdefault((prim, attrs, tuple(self._const_id[a] for a in args)), len(_CONSTANTS))
+            inputs = tuple(self._const_id[a] for a in args)
+            uid = _constant((prim, attrs, inputs), inputs)
             sig = self._sigs.get(("static", uid)) or self._signature(("static", uid), prim, attrs, args, False)
             n = self._append(sig, args, max(self.n_depth[a] for a in args) + 1)
             self.static.add(n)
@@ -223,26 +307,92 @@ class Graph:
             self.n_site.append(errors.user_site())
         return n
 
+    # ---- weakly typed leaves -----------------------------------------------------------------------------
+    # An input or zeros built without a dtype takes the default (the latest ParameterCollection's), which may not
+    # be the dtype of the model it meets: a float64 model next to a stray float32 collection. As in JAX, such
+    # leaves are weakly typed: a node combining them with an explicitly typed value gets copies of them (and of
+    # anything computed from them alone) in that value's dtype. The work happens only on a mismatch, when the
+    # signature look-up misses anyway, so the hot path pays nothing; explicit dtypes that mix still raise.
+
+    def _is_weak(self, n):
+        """True when node ``n`` is a weak leaf or is computed from weak leaves alone (no parameter)."""
+        memo, n_args = self._weak_of, self.n_args
+        stack = [n]
+        while stack:  # iterative: a running sum over many inputs is a deep chain
+            m = stack[-1]
+            if m in memo:
+                stack.pop()
+            elif m in self.weak or m in self.static or not n_args[m]:
+                memo[m] = m in self.weak
+                stack.pop()
+            else:
+                todo = [a for a in n_args[m] if a not in memo]
+                if todo:
+                    stack.extend(todo)
+                else:
+                    memo[m] = all(memo[a] for a in n_args[m])
+                    stack.pop()
+        return memo[n]
+
+    def _unify(self, prim, args):
+        """``args`` with every weakly typed input replaced by its copy in the explicit dtype among them (the
+        widest float when all are weak); a TypeError where explicit dtypes mix."""
+        n_sig = self.n_sig
+        strong = {n_sig[a].dtype for a in args if not self._is_weak(a)}
+        if len(strong) > 1 or (strong and next(iter(strong)).kind != "f"):
+            dtypes = sorted({str(n_sig[a].dtype) for a in args})
+            raise TypeError(errors.at(f"{prim.name}: inputs mix dtypes {dtypes}; convert with "
+                                      f"input_tensor(..., dtype=) so all match"))
+        target = strong.pop() if strong else np.result_type(*{n_sig[a].dtype for a in args})
+        return tuple(a if n_sig[a].dtype == target else self._retype(a, target) for a in args)
+
+    def _retype(self, n, dtype):
+        """The copy of weak node ``n`` in ``dtype``: its leaves converted, the nodes over them recorded again."""
+        memo, n_sig, n_args = self._retyped, self.n_sig, self.n_args
+        stack = [n]
+        while stack:
+            m = stack[-1]
+            if (m, dtype) in memo or n_sig[m].dtype == dtype:
+                stack.pop()
+                continue
+            todo = [a for a in n_args[m] if (a, dtype) not in memo and n_sig[a].dtype != dtype]
+            if todo:
+                stack.extend(todo)
+                continue
+            stack.pop()
+            sig = n_sig[m]
+            aux = self.n_aux.get(m)
+            if not n_args[m]:  # a leaf: the same value in the new dtype
+                attrs = tuple((k, dtype if k == "dtype" else v) for k, v in sig.attrs)
+                source = self.weak[m] if self.weak[m] is not None else aux
+                copy = self.add(sig.prim, (), attrs, None if source is None else source.astype(dtype))
+                self.weak[copy] = self.weak[m]
+            else:
+                args = tuple(memo.get((a, dtype), a) for a in n_args[m])
+                # A sequence keeps its row count, which its inputs' need not give (a slice, a tree's nodes).
+                rows = None if sig.prim.seq == "build" else self.n_rows.get(m)
+                copy = self.add(sig.prim, args, sig.attrs, aux, rows)
+            memo[(m, dtype)] = copy
+        return memo.get((n, dtype), n)
+
     def param_node(self, param):
         """The node reading ``param`` in this graph (one per parameter, however often it is used)."""
-        n = self._param_node.get(param)
+        n = self._param_node.get(param.uid)
         if n is None:
             attrs = (("shape", param.shape), ("dtype", param.dtype))
-            uid = _CONSTANTS.setdefault(("param", param.uid), len(_CONSTANTS))
+            uid = _constant(("param", param.uid), ())
             sig = self._sigs.get(("param", uid)) or self._signature(("param", uid), PARAM, attrs, (), False, param)
             n = self._append(sig, (), 0, param.data)
             self.static.add(n)
             self._const_id[n] = uid
-            self._param_node[param] = n
-        param._node = (self, n)
+            self._param_node[param.uid] = n
+        param._node = (self.ref, n)  # weak: a parameter must not keep the last graph that read it alive
         return n
 
     # ---- running -----------------------------------------------------------------------------------------
 
     def forward(self, *targets):
         """Execute every not-yet-run node that the ``targets`` (node ids) need, batched by the strategy."""
-        from . import executor, scheduler  # executed lazily: building needs neither
-
         grow = len(self.n_sig) - len(self.n_loc)
         if grow:
             self.n_loc.extend([-1] * grow)
@@ -279,9 +429,12 @@ class Graph:
 
     def collection(self):
         """The ParameterCollection this graph reads (that of its first parameter; else the latest created)."""
-        for param in self._param_node:
-            return param.collection
-        return latest_collection[0]
+        for n in self._param_node.values():
+            param = self.n_sig[n].param()
+            if param is not None:
+                return param.collection
+        latest = latest_collection[0]
+        return None if latest is None else latest()
 
     def batch_of(self, n):
         """The id of the batch node ``n`` ran in (-1 if it has not run)."""
@@ -293,8 +446,6 @@ class Graph:
 
     def backward(self, target):
         """Accumulate d target / d parameter into every parameter's ``.grad``."""
-        from . import executor
-
         self.forward(target)
         t0 = time.perf_counter()
         executor.run_backward(self, target)

@@ -54,6 +54,15 @@ class Operators:
     def __rmatmul__(self, other):
         return matmul(other, self)
 
+    def __pow__(self, p):
+        return pow_(self, p)
+
+    def __rpow__(self, base):
+        return pow_(base, self)
+
+    def __abs__(self):
+        return abs_(self)
+
 
 class Expression(Operators):
     """A node of the current graph (DyNet style); see ``Operators`` for the arithmetic it supports."""
@@ -83,24 +92,33 @@ class Expression(Operators):
         return self.g
 
     def value(self):
-        """The value as a NumPy array, or a Python float for a 0-d result; runs what it needs, batched."""
+        """The value as a NumPy array, or a Python number for a 0-d result (a float; an int for an integer
+        dtype); runs what it needs, batched."""
         from kernels import backend
 
         v = backend.asnumpy(self._live().value_of(self.i))
-        return float(v) if v.ndim == 0 else np.array(v)
+        return v.item() if v.ndim == 0 else np.array(v)
 
     npvalue = value
 
     def scalar_value(self):
         """The value as a Python float (the expression must hold one element)."""
         v = self.value()
-        if isinstance(v, float) or v.size == 1:
+        if isinstance(v, (int, float)) or v.size == 1:
             return float(np.asarray(v).reshape(()))
         raise ValueError(errors.at(f"scalar_value: expression has shape {self.shape}"))
 
     def backward(self):
         """Add the gradient of this expression (summed if not a scalar) to every parameter's ``.grad``."""
         self._live().backward(self.i)
+
+    def __getitem__(self, key):
+        """``x[i]``: ``pick`` along the first axis (negative ``i`` counts from the end); ``x[a:b]``:
+        ``pick_range`` (step 1; bounds clipped as in NumPy, an empty range refused); ``x[[i, j]]``:
+        ``select_rows``. On a sequence, ``s[t]`` is row t (``row``) and ``s[a:b]`` a shorter sequence."""
+        return _getitem(self, key)
+
+    __iter__ = None  # indexing does not make an expression iterable: use rows(s) for a sequence's rows
 
     def __repr__(self):
         return f"Expression({self.g.n_sig[self.i].prim.name}, shape={self.shape}, node={self.i})"
@@ -133,9 +151,9 @@ def _node(g, x):
             raise RuntimeError(errors.at("expression belongs to an earlier graph: renew_cg() was called after "
                                          "it was built; rebuild it in the current graph"))
         return x.i
-    node = getattr(x, "_node", None)  # a Parameter remembers its node in the latest graph that used it
+    node = getattr(x, "_node", None)  # a Parameter: (weak ref to the latest graph that used it, its node there)
     if node is not None:
-        return node[1] if node[0] is g else g.param_node(x)
+        return node[1] if node[0] is g.ref else g.param_node(x)
     if isinstance(x, (np.ndarray, numbers.Real)):
         return input_tensor(x).i
     raise TypeError(errors.at(f"expected an Expression, Parameter or array, got {type(x).__name__}"))
@@ -155,6 +173,8 @@ def _unary(prim, x, attrs=()):
 def _index(op, i, size):
     """``i`` as an int in [0, size); ``op`` names the operation in the error."""
     if type(i) is not int:
+        if isinstance(i, (bool, np.bool_)):  # operator.index(True) is 1: a bool would silently read row 1
+            raise TypeError(errors.at(f"{op}: index must be an int, got bool {i!r}"))
         try:
             i = operator.index(i)
         except TypeError:
@@ -168,27 +188,39 @@ def _index(op, i, size):
 
 
 def input_tensor(array, dtype=None):
-    """A constant input (a NumPy array or number) in the dtype of the latest ParameterCollection by default."""
-    dtype = np.dtype(dtype or _graph.default_dtype[0])
-    value = np.asarray(array)
-    if value.dtype.kind not in "biuf":
-        raise TypeError(errors.at(f"input_tensor: expected numbers, got an array of dtype {value.dtype}"))
-    value = np.array(value, dtype=dtype, order="C")  # a copy: later changes to the caller's array don't leak in
-    return _apply(R.INPUT, (), (("shape", value.shape), ("dtype", dtype)), value)
+    """A constant input (a NumPy array or number). Without ``dtype`` it is *weakly typed*: it has the dtype of
+    the latest ParameterCollection, and takes that of the values it meets (a float64 model's, even next to a
+    float32 collection); an explicit ``dtype`` (float or int) is kept, and mixing explicit dtypes raises."""
+    weak = dtype is None
+    dtype = np.dtype(_graph.default_dtype[0] if weak else dtype)
+    if dtype.kind not in "iuf":
+        raise TypeError(errors.at(f"input_tensor: dtype must be a float or integer type, got {dtype}"))
+    source = np.asarray(array)
+    if source.dtype.kind not in "biuf":
+        raise TypeError(errors.at(f"input_tensor: expected numbers, got an array of dtype {source.dtype}"))
+    value = np.array(source, dtype=dtype, order="C")  # a copy: later changes to the caller's array don't leak in
+    x = _apply(R.INPUT, (), (("shape", value.shape), ("dtype", dtype)), value)
+    if weak:  # a copy in another dtype converts the numbers given, not ones rounded to the default
+        exact = np.can_cast(source.dtype, dtype, "safe")
+        x.g.weak[x.i] = None if exact else source.copy() if source is array else source
+    return x
 
 
 _zeros_attrs = {}
 
 
 def zeros(shape, dtype=None):
-    """A constant of zeros of ``shape`` (an int or tuple)."""
+    """A constant of zeros of ``shape`` (an int or tuple); weakly typed without ``dtype``, as ``input_tensor``."""
     key = (shape, dtype or _graph.default_dtype[0])
     attrs = _zeros_attrs.get(key)
     if attrs is None:
         shape = (int(shape),) if isinstance(shape, numbers.Integral) else tuple(int(s) for s in shape)
         attrs = _zeros_attrs[key] = (("shape", shape), ("dtype", np.dtype(key[1])))
     g = _graph._current[0]
-    return Expression(g, g.add(R.ZEROS, (), attrs))
+    n = g.add(R.ZEROS, (), attrs)
+    if dtype is None:
+        g.weak[n] = None
+    return Expression(g, n)
 
 
 def parameter(p):
@@ -214,15 +246,17 @@ def lookup(table, i):
     """Row ``i`` of a lookup parameter (``E[i]`` is the same); all lookups of one table run as one gather.
     With a list of ids, the rows as one sequence (a sentence's embeddings: one node, however long)."""
     g = _graph._current[0]
+    if getattr(table, "_node", None) is None:  # only parameters have rows to look up (and remember a node)
+        raise TypeError(errors.at(f"lookup: needs a LookupParameter, got {type(table).__name__}"))
     if isinstance(i, (list, tuple, np.ndarray)):
         ids = _indices(f"lookup {table.name}", i, len(table.data))
         node = table._node
-        return Expression(g, g.add(R.LOOKUP, (node[1] if node[0] is g else g.param_node(table),), (), ids,
+        return Expression(g, g.add(R.LOOKUP, (node[1] if node[0] is g.ref else g.param_node(table),), (), ids,
                                    rows=len(ids)))
     if type(i) is not int or not 0 <= i < len(table.data):
         i = _index(f"lookup {table.name}", i, len(table.data))
     node = table._node
-    return Expression(g, g.add(R.LOOKUP, (node[1] if node[0] is g else g.param_node(table),), (), i))
+    return Expression(g, g.add(R.LOOKUP, (node[1] if node[0] is g.ref else g.param_node(table),), (), i))
 
 
 # ---- elementwise -------------------------------------------------------------------------------------------
@@ -305,12 +339,12 @@ def reshape(x, shape):
 
 
 def softmax(x):
-    """Softmax over the last axis."""
+    """Softmax over the last axis (of a scalar: 1, as in DyNet; of a sequence: row by row)."""
     return _unary(R.SOFTMAX, x)
 
 
 def log_softmax(x):
-    """Log-softmax over the last axis."""
+    """Log-softmax over the last axis (of a scalar: 0; of a sequence: row by row)."""
     return _unary(R.LOG_SOFTMAX, x)
 
 
@@ -381,17 +415,23 @@ _AXIS = [(("axis", k),) for k in range(8)]
 
 
 def concat(xs, axis=0):
-    """Concatenation of a list of expressions along ``axis`` of each example."""
+    """Concatenation of a list of expressions along ``axis`` of each example; scalars (0-d) make a vector."""
     xs = _nonempty("concat", xs)
-    if len(xs) == 1 and type(xs[0]) is Expression:
-        return xs[0]
+    first = xs[0]
+    if type(first) is Expression and first.g is _graph._current[0]:
+        if axis == 0 and not first.g.n_sig[first.i].shape:
+            return stack(xs)  # scalars concatenate into a vector, as in DyNet
+        if len(xs) == 1:
+            return first  # (one of an earlier graph takes the general path, which refuses it)
     return _apply(R.CONCAT, xs, _AXIS[axis] if type(axis) is int and 0 <= axis < 8 else (("axis", int(axis)),))
 
 
 def esum(xs):
     """The elementwise sum of a non-empty list of same-shape expressions, as one node."""
     xs = _nonempty("esum", xs)
-    return xs[0] if len(xs) == 1 and type(xs[0]) is Expression else _apply(R.ESUM, xs)
+    if len(xs) == 1 and type(xs[0]) is Expression and xs[0].g is _graph._current[0]:
+        return xs[0]  # (one of an earlier graph takes the general path, which refuses it)
+    return _apply(R.ESUM, xs)
 
 
 def sum_elems(x):
@@ -400,9 +440,9 @@ def sum_elems(x):
 
 
 def mean_elems(x):
-    """The mean of all elements (a scalar)."""
+    """The mean of all elements (a scalar); a sequence's mean is over all its rows."""
     g = _graph._current[0]
-    size = int(np.prod(g.n_sig[_node(g, x)].shape))
+    size = int(np.prod(g.shape_of(_node(g, x))))  # a sequence's shape starts with its row count
     return sum_elems(x) * (1.0 / size)
 
 
@@ -434,3 +474,231 @@ def layer_norm(x, gain, bias, eps=1e-5):
     if attrs is None:
         attrs = _LN_EPS[eps] = (("eps", float(eps)),)
     return _apply(R.LAYER_NORM, (x, gain, bias), attrs)
+
+
+# ---- parts, stacks, reductions, more elementwise ops (issue 10) ----------------------------------------------
+# Named with a trailing underscore where the name is a Python builtin (max, min, abs, pow): the package exports
+# them as ab.max, ab.min, ab.abs, ab.pow, while code in this module keeps the builtins.
+
+
+def _expr(x):
+    """The graph, node id and signature of ``x`` (an expression, parameter or array)."""
+    g = _graph._current[0]
+    n = _node(g, x)
+    return g, n, g.n_sig[n]
+
+
+def _take(g, n, axis, idx):
+    """Entries ``idx`` along ``axis`` of the value, or of every row of a sequence (``axis`` of a row)."""
+    idx = np.asarray(idx, np.intp)
+    rows = g.n_rows.get(n)
+    aux = idx if rows is None else np.tile(idx, (rows, 1))  # a per-row op takes one index array per row
+    return Expression(g, g.add(R.TAKE, (n,), (("axis", axis), ("n", len(idx))), aux))
+
+
+def _take_rows(g, n, idx):
+    return Expression(g, g.add(R.TAKE_ROWS, (n,), (), np.asarray(idx, np.intp), rows=len(idx)))
+
+
+def _getitem(x, key):
+    """``x[key]``: see ``Expression.__getitem__``."""
+    g, n, sig = _expr(x)
+    if type(key) is tuple:
+        raise TypeError(errors.at(f"x[{', '.join(map(repr, key))}]: index one axis at a time, x[i][j]"))
+    if isinstance(key, (list, np.ndarray)):
+        return select_rows(x, key)
+    if not sig.ragged and not sig.shape:
+        raise ValueError(errors.at(f"x[{key!r}]: cannot index a scalar (shape ())"))
+    size = g.n_rows[n] if sig.ragged else sig.shape[0]
+    if type(key) is slice:
+        if key.step not in (None, 1):
+            raise ValueError(errors.at(f"x[{key.start}:{key.stop}:{key.step}]: only step 1 is supported; "
+                                       f"select_rows(x, list(range(...))) takes any rows"))
+        a, b, _ = key.indices(size)
+        if b <= a:
+            raise IndexError(errors.at(f"x[{key.start}:{key.stop}]: empty range of an axis of size {size}"))
+        return _take_rows(g, n, range(a, b)) if sig.ragged else _take(g, n, 0, range(a, b))
+    if sig.ragged:
+        return row(x, key)
+    return pick(x, key + size if type(key) is int and -size <= key < 0 else key)
+
+
+def pick_range(x, s, e, d=0):
+    """Entries ``s`` to ``e - 1`` along axis ``d`` (DyNet's ``pick_range``; ``x[s:e]`` for ``d = 0``). Examples
+    taking different ranges of one size share a kernel call. On a sequence, ``d = 0`` gives a shorter sequence
+    and ``d > 0`` takes the range along axis ``d - 1`` of every row."""
+    g, n, sig = _expr(x)
+    shape = g.shape_of(n)
+    if not shape:
+        raise ValueError(errors.at("pick_range: cannot take a range of a scalar (shape ())"))
+    d = _index("pick_range axis", d, len(shape))
+    s, e = (_index("pick_range", v, 1 << 62) if type(v) is not int else v for v in (s, e))  # ints, not bools
+    if not 0 <= s < e <= shape[d]:
+        what = "an empty range" if 0 <= s and e <= s else "out of range"
+        raise IndexError(errors.at(f"pick_range: [{s}, {e}) is {what} for an axis of size {shape[d]}"))
+    if sig.ragged:  # d = 0: some of its rows; d > 0: axis d - 1 of every row
+        return _take(g, n, d - 1, range(s, e)) if d else _take_rows(g, n, range(s, e))
+    return _take(g, n, d, range(s, e))
+
+
+def select_rows(x, rows):
+    """The rows ``rows`` (a list of ints: any order, repeats allowed) of a matrix (or vector: its entries), as
+    DyNet's ``select_rows``; of a sequence, the sequence of those rows. Gradients of repeated rows add up."""
+    g, n, sig = _expr(x)
+    if sig.ragged:
+        return _take_rows(g, n, _indices("select_rows", rows, g.n_rows[n]))
+    if not sig.shape:
+        raise ValueError(errors.at("select_rows: cannot select from a scalar (shape ())"))
+    return _take(g, n, 0, _indices("select_rows", rows, sig.shape[0]))
+
+
+def select_cols(x, cols):
+    """The columns ``cols`` (a list of ints: any order, repeats allowed) of a matrix, as DyNet's
+    ``select_cols``; of a sequence of vectors (a T x d matrix), those entries of every row (a sequence)."""
+    g, n, sig = _expr(x)
+    if len(sig.shape) != 2 - sig.ragged:
+        raise ValueError(errors.at(f"select_cols: needs a matrix or a sequence of vectors, got "
+                                   f"{'a sequence of shape ' if sig.ragged else 'shape '}{g.shape_of(n)}"))
+    return _take(g, n, 1 - sig.ragged, _indices("select_cols", cols, sig.shape[-1]))
+
+
+def stack(xs, axis=0):
+    """Same-shape expressions stacked along a new axis ``axis`` (0: the first), as one node."""
+    xs = _nonempty("stack", xs)
+    if type(axis) is not int or axis < 0:
+        raise ValueError(errors.at(f"stack: axis must be a non-negative int, got {axis!r}"))
+    return _apply(R.STACK, xs, (("axis", axis),))
+
+
+def ones(shape, dtype=None):
+    """A constant of ones of ``shape`` (an int or tuple); weakly typed without ``dtype``, as ``zeros``."""
+    shape = (int(shape),) if isinstance(shape, numbers.Integral) else tuple(int(s) for s in shape)
+    attrs = (("shape", shape), ("dtype", np.dtype(dtype or _graph.default_dtype[0])))
+    g = _graph._current[0]
+    n = g.add(R.ONES, (), attrs)
+    if dtype is None:
+        g.weak[n] = None
+    return Expression(g, n)
+
+
+def _reduce(op, prim, over_rows, x, axis):
+    """``prim`` over all elements (``axis=None``) or one axis; on a sequence axis 0 is its rows
+    (``over_rows``) and axis k > 0 axis k - 1 of every row."""
+    g, n, sig = _expr(x)
+    if axis is not None:
+        ndim = len(sig.shape) + sig.ragged
+        axis = _index(f"{op} axis", axis + ndim if type(axis) is int and -ndim <= axis < 0 else axis, ndim)
+    if not sig.ragged:
+        return Expression(g, g.add(prim, (n,), (("axis", axis),)))
+    if axis is None:  # over every element of every row: each row's, then over the rows
+        if sig.shape:
+            n = g.add(prim, (n,), (("axis", None),))
+        return Expression(g, g.add(over_rows, (n,)))
+    if axis == 0:
+        return Expression(g, g.add(over_rows, (n,)))
+    return Expression(g, g.add(prim, (n,), (("axis", axis - 1),)))
+
+
+def max_(x, axis=None):
+    """The largest element (``axis=None``: a scalar) or the maxima along ``axis``. On a sequence, axis 0 runs
+    over its rows: ``max(s, axis=0)`` is max pooling over time, batched across sentences of any lengths. The
+    gradient goes to the first maximal element. Exported as ``ab.max``."""
+    return _reduce("max", R.MAX, R.MAX_OVER_ROWS, x, axis)
+
+
+def min_(x, axis=None):
+    """The smallest element, or the minima along ``axis``; on a sequence as ``max``. Exported as ``ab.min``."""
+    return _reduce("min", R.MIN, R.MIN_OVER_ROWS, x, axis)
+
+
+def logsumexp(x, axis=None):
+    """``log(sum(exp(x)))`` over all elements (a scalar) or along ``axis`` (on a sequence as ``max``). Given a
+    list of same-shape expressions, their elementwise logsumexp, as DyNet's ``logsumexp([a, b, ...])``."""
+    if isinstance(x, (list, tuple)):
+        xs = _nonempty("logsumexp", x)
+        return xs[0] if len(xs) == 1 else _reduce("logsumexp", R.LOGSUMEXP, None, stack(xs), 0)
+    return _reduce("logsumexp", R.LOGSUMEXP, R.LOGSUMEXP_OVER_ROWS, x, axis)
+
+
+_GRADIENT_MODES = ("zero_gradient", "straight_through")
+
+
+def argmax(x, gradient_mode="zero_gradient"):
+    """A one-hot vector marking the (first) largest entry of a vector, as DyNet's ``argmax``; its index is
+    ``argmax(x).value().argmax()``, or simply ``x.value().argmax()``. ``gradient_mode``: "zero_gradient" (none
+    flows back) or "straight_through" (the gradient passes to ``x`` unchanged). Row by row on a sequence."""
+    if gradient_mode not in _GRADIENT_MODES:
+        raise ValueError(errors.at(f"argmax: gradient_mode must be one of {_GRADIENT_MODES}, got {gradient_mode!r}"))
+    return _apply(R.ARGMAX, (x,), (("gradient_mode", gradient_mode),))
+
+
+def abs_(x):
+    """Elementwise absolute value (gradient sign(x), 0 at 0). Exported as ``ab.abs``; ``abs(x)`` works too."""
+    return _unary(R.ABS, x)
+
+
+def pow_(x, p):
+    """Elementwise ``x ** p``: ``p`` a Python number (a constant of the signature) or an expression / array
+    (NumPy broadcasting; both get gradients). Exported as ``ab.pow``; ``x ** p`` works too."""
+    if _is_scalar(p) and not isinstance(x, numbers.Real):
+        return _unary(R.POW_CONST, x, (("p", float(p)),))
+    return _apply(R.POW, (x, p))
+
+
+sigmoid = logistic  # the same node: logistic is DyNet's name, sigmoid PyTorch's
+
+
+def sin(x):
+    """Elementwise sine."""
+    return _unary(R.SIN, x)
+
+
+def cos(x):
+    """Elementwise cosine."""
+    return _unary(R.COS, x)
+
+
+def tan(x):
+    """Elementwise tangent."""
+    return _unary(R.TAN, x)
+
+
+# ---- attention over sequences (issue 11) ---------------------------------------------------------------------
+# Each is one node however long the sequence, and sequences of every length share its kernel call: Luong-style
+# attention is scores = dot_rows(H, q); a = softmax_rows(scores); context = weighted_sum_rows(H, a).
+
+
+def _sequence_of(op, x, what="a sequence"):
+    g, n, sig = _expr(x)
+    if not sig.ragged:
+        raise ValueError(errors.at(f"{op}: needs {what}, got a single value of shape {sig.shape}"))
+    return g, n, sig
+
+
+def dot_rows(S, q):
+    """The dot product of every row of sequence ``S`` (vectors of size d) with the vector ``q`` (one per
+    example, or a shared parameter): a sequence of scalars (attention scores)."""
+    g, n, _ = _sequence_of("dot_rows", S, "a sequence of vectors")
+    m = _node(g, q)
+    if g.n_sig[m].ragged:
+        raise ValueError(errors.at(f"dot_rows: the query must be one vector per example, got a sequence of "
+                                   f"shape {g.shape_of(m)}"))
+    return Expression(g, g.add(R.DOT_ROWS, (n, m)))
+
+
+def softmax_rows(s):
+    """The softmax over the rows of a sequence, per example: for a sequence of scalars (scores) a sequence of
+    weights summing to 1; for a sequence of vectors the same for each element, over time."""
+    g, n, _ = _sequence_of("softmax_rows", s)
+    return Expression(g, g.add(R.SOFTMAX_ROWS, (n,)))
+
+
+def weighted_sum_rows(S, w):
+    """The rows of sequence ``S`` weighted by the sequence of scalars ``w`` (one per row) and summed: one value
+    of a row's shape (the attention context ``sum_t w_t S_t``)."""
+    g, n, _ = _sequence_of("weighted_sum_rows", S)
+    _, m, _ = _sequence_of("weighted_sum_rows", w, "weights that are a sequence of scalars")
+    if g.n_rows[n] != g.n_rows[m]:
+        raise ValueError(errors.at(f"weighted_sum_rows: {g.n_rows[m]} weights for a sequence of {g.n_rows[n]} "
+                                   f"rows"))
+    return Expression(g, g.add(R.WEIGHTED_SUM_ROWS, (n, m)))

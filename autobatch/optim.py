@@ -12,6 +12,8 @@ import numpy as np
 
 from kernels import backend
 
+from .plots import line_plot
+
 
 def _param_list(params):
     """The parameters of a ParameterCollection (read at every step, so parameters added later are included)
@@ -190,9 +192,12 @@ def grad_norm(params):
 
 
 def _norm(arrays):
+    # Summed on the device, then ONE scalar downloaded: the one sync per step that clipping needs.
     xp = backend.xp
-    total = sum(float(xp.sum(xp.square(g.astype(np.float64)))) for _, g in arrays)
-    return math.sqrt(total)
+    if not arrays:
+        return 0.0
+    total = xp.stack([xp.sum(xp.square(g.astype(np.float64))) for _, g in arrays]).sum()
+    return math.sqrt(float(backend.asnumpy(total)))
 
 
 def clip_grad_norm(params, max_norm, eps=1e-6):
@@ -272,9 +277,7 @@ class GradNormMonitor:
 
     def plot(self, path):
         """Save the norm per step, with the threshold, as a PNG at ``path``."""
-        from .train import _line_plot
-
-        _line_plot(path, {"grad norm": (range(1, len(self.norms) + 1), self.norms)}, "gradient norm", "step",
+        line_plot(path, {"grad norm": (range(1, len(self.norms) + 1), self.norms)}, "gradient norm", "step",
                    "L2 norm", hline=self._threshold, log=True)
         return path
 

@@ -1,5 +1,6 @@
 """Trainable parameters: dense matrices/vectors and lookup tables, grouped in a ParameterCollection."""
 import itertools
+import weakref
 
 import numpy as np
 
@@ -12,6 +13,11 @@ from . import ops
 _uids = itertools.count()
 
 
+def _on_device(a):
+    """``a`` as a backend array: host data (a caller's NumPy gradient) uploaded, counted."""
+    return a if backend.is_device_array(a) else backend.to_device(a)
+
+
 class Parameter(ops.Operators):
     """A trainable array. Used in expressions directly (``W @ x``); ``.grad`` is its accumulated gradient."""
 
@@ -22,8 +28,10 @@ class Parameter(ops.Operators):
         self.name = name
         self.data = data  # backend array; optimisers update it in place
         self._grad = None
-        self._node = (None, -1)  # (graph, node id) of this parameter in the graph that last used it
+        self._node = (None, -1)  # (weak ref to the graph, node id) of this parameter in the graph that last used it
         self.uid = next(_uids)  # never reused, unlike id(): graphs' shared signatures name parameters by it
+        # The shared signature tables name this parameter; they must forget it when the model is dropped.
+        weakref.finalize(self, _graph.release_parameter, self.uid).atexit = False
 
     @property
     def shape(self):
@@ -56,7 +64,8 @@ class Parameter(ops.Operators):
         return backend.xp.zeros_like(self.data) if self._grad is None else self._grad
 
     def accumulate(self, g):
-        """Add a dense gradient."""
+        """Add a dense gradient (a backend array; host data is uploaded)."""
+        g = _on_device(g)
         if g.shape != self.data.shape:
             raise RuntimeError(f"gradient of shape {g.shape} for {self.name} of shape {self.data.shape}")
         if self._grad is None:
@@ -65,7 +74,8 @@ class Parameter(ops.Operators):
             self._grad += g
 
     def accumulate_rows(self, indices, rows):
-        """Add gradient ``rows`` to rows ``indices`` (repeated indices add up)."""
+        """Add gradient ``rows`` to rows ``indices`` (repeated indices add up; host data is uploaded)."""
+        indices, rows = _on_device(indices), _on_device(rows)
         if self._grad is None:
             self._grad = backend.xp.zeros_like(self.data)
         backend.scatter_add(self._grad, indices, rows)
@@ -123,7 +133,7 @@ class LookupParameter(Parameter):
         return self._rows[0]
 
     def accumulate_rows(self, indices, rows):
-        self._rows.append((indices, rows))
+        self._rows.append((_on_device(indices), _on_device(rows)))
         self._compact = False
 
     def grad_data(self):
@@ -185,7 +195,7 @@ class ParameterCollection:
         self.rng = np.random.default_rng(seed)
         self._params = []
         _graph.default_dtype[0] = self.dtype
-        _graph.latest_collection[0] = self
+        _graph.latest_collection[0] = weakref.ref(self)  # weak: dropping the model frees it
 
     def _add(self, cls, shape, init, name):
         shape = tuple(int(s) for s in (shape if isinstance(shape, (tuple, list)) else (shape,)))

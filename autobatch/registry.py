@@ -38,6 +38,10 @@ class Primitive:
     # give a sequence / one value back; "build" makes a sequence of its inputs; "none" refuses sequences.
     seq: str = "none"
     must_share: tuple = ()  # inputs that must be parameters (or computed from them alone): one for the batch
+    # Integer inputs give integer values (+, *, sums, selection). Without it an op's values are floats (tanh, /,
+    # sqrt), so integer inputs give the float default, as in NumPy and PyTorch (see ``Graph._new_signature``).
+    # A function of the attributes where they decide (x * 2 keeps integers, x * 0.5 does not).
+    keeps_int: object = False
 
     def __post_init__(self):
         # Applied to parameters alone, the result is the same for every example (no per-node data, no
@@ -155,35 +159,123 @@ LOOKUP = primitive("lookup", "structural", _lookup_shape, st.lookup, st.lookup_v
 
 TANH = primitive("tanh", "elementwise", same_shape, ew.tanh, ew.tanh_vjp)
 LOGISTIC = primitive("logistic", "elementwise", same_shape, ew.logistic, ew.logistic_vjp)
-RELU = primitive("relu", "elementwise", same_shape, ew.relu, ew.relu_vjp)
+RELU = primitive("relu", "elementwise", same_shape, ew.relu, ew.relu_vjp, keeps_int=True)
 EXP = primitive("exp", "elementwise", same_shape, ew.exp, ew.exp_vjp)
 LOG = primitive("log", "elementwise", same_shape, ew.log, ew.log_vjp)
-SQUARE = primitive("square", "elementwise", same_shape, ew.square, ew.square_vjp)
+SQUARE = primitive("square", "elementwise", same_shape, ew.square, ew.square_vjp, keeps_int=True)
 SQRT = primitive("sqrt", "elementwise", same_shape, ew.sqrt, ew.sqrt_vjp)
-SCALE_SHIFT = primitive("scale_shift", "elementwise", lambda s, a, b: s[0], ew.scale_shift, ew.scale_shift_vjp)
+SCALE_SHIFT = primitive("scale_shift", "elementwise", lambda s, a, b: s[0], ew.scale_shift, ew.scale_shift_vjp,
+                        keeps_int=lambda a, b: float(a).is_integer() and float(b).is_integer())
 RDIV = primitive("rdiv", "elementwise", lambda s, c: s[0], ew.rdiv, ew.rdiv_vjp)
-ADD = primitive("add", "elementwise", broadcast, ew.add, ew.add_vjp)
-SUB = primitive("sub", "elementwise", broadcast, ew.sub, ew.sub_vjp)
-MUL = primitive("mul", "elementwise", broadcast, ew.mul, ew.mul_vjp)
+ADD = primitive("add", "elementwise", broadcast, ew.add, ew.add_vjp, keeps_int=True)
+SUB = primitive("sub", "elementwise", broadcast, ew.sub, ew.sub_vjp, keeps_int=True)
+MUL = primitive("mul", "elementwise", broadcast, ew.mul, ew.mul_vjp, keeps_int=True)
 DIV = primitive("div", "elementwise", broadcast, ew.div, ew.div_vjp)
 
 MATMUL = primitive("matmul", "structural", _matmul_shape, linalg.matmul, linalg.matmul_vjp, shares=True,
-                   seq="rows")
+                   seq="rows", keeps_int=True)
 AFFINE = primitive("affine", "structural", _affine_shape, linalg.affine, linalg.affine_vjp, shares=True,
-                   seq="rows")
-TRANSPOSE = primitive("transpose", "structural", _transpose_shape, linalg.transpose, linalg.transpose_vjp)
+                   seq="rows", keeps_int=True)
+TRANSPOSE = primitive("transpose", "structural", _transpose_shape, linalg.transpose, linalg.transpose_vjp,
+                      keeps_int=True)
 
 SOFTMAX = primitive("softmax", "structural", same_shape, sm.softmax, sm.softmax_vjp, seq="rows")
 LOG_SOFTMAX = primitive("log_softmax", "structural", same_shape, sm.log_softmax, sm.log_softmax_vjp, seq="rows")
 PICK_NLS = primitive("pick_neg_log_softmax", "structural", _vector, sm.pick_neg_log_softmax,
                      sm.pick_neg_log_softmax_vjp, aux="index", residual=True, seq="rows")
 
-PICK = primitive("pick", "structural", _pick_shape, st.pick, st.pick_vjp, aux="index")
-CONCAT = primitive("concat", "structural", _concat_shape, st.concat, st.concat_vjp, seq="rows")
-ESUM = primitive("esum", "structural", _esum_shape, st.esum, st.esum_vjp, stacks=True)
-SUM_ELEMS = primitive("sum_elems", "structural", lambda s: (), st.sum_elems, st.sum_elems_vjp, seq="reduce")
-SEQUENCE = primitive("sequence", "structural", _sequence_shape, st.sequence, st.sequence_vjp, seq="build")
-PICK_ROW = primitive("pick_row", "structural", same_shape, st.pick_row, st.pick_row_vjp, aux="index", seq="reduce")
+PICK = primitive("pick", "structural", _pick_shape, st.pick, st.pick_vjp, aux="index", keeps_int=True)
+CONCAT = primitive("concat", "structural", _concat_shape, st.concat, st.concat_vjp, seq="rows", keeps_int=True)
+ESUM = primitive("esum", "structural", _esum_shape, st.esum, st.esum_vjp, stacks=True, keeps_int=True)
+SUM_ELEMS = primitive("sum_elems", "structural", lambda s: (), st.sum_elems, st.sum_elems_vjp, seq="reduce",
+                      keeps_int=True)
+SEQUENCE = primitive("sequence", "structural", _sequence_shape, st.sequence, st.sequence_vjp, seq="build",
+                     keeps_int=True)
+PICK_ROW = primitive("pick_row", "structural", same_shape, st.pick_row, st.pick_row_vjp, aux="index", seq="reduce",
+                     keeps_int=True)
+
+
+# ---- parts, stacks, reductions, more elementwise ops (issue 10) and attention over sequences (issue 11) ---------
+# Which entries a part takes (a slice, chosen rows) is per-node data, not part of the signature, so examples
+# taking different parts of same-shape values share one kernel call; only the part's size is an attribute.
+# ``take`` applies to each row of a sequence (its per-row indices repeated); ``take_rows`` chooses rows.
+# On sequences, max/min/logsumexp reduce each row (axis >= 1 of the sequence) or, ``*_over_rows``, over the rows
+# (axis 0: max pooling over time), and the attention primitives take rows of any count: a sequence's length never
+# enters a signature.
+from kernels import attention as _att, reduce as _red, select as _sel  # noqa: E402  (this section's kernels)
+
+
+def _take_shape(shapes, axis, n):
+    x = shapes[0]
+    if not 0 <= axis < len(x):
+        raise ShapeError(f"axis {axis} out of range for shape {x}")
+    return x[:axis] + (n,) + x[axis + 1:]
+
+
+def _stack_shape(shapes, axis):
+    if any(s != shapes[0] for s in shapes):
+        raise ShapeError(f"needs inputs of one shape, got {', '.join(map(str, shapes))}")
+    if not 0 <= axis <= len(shapes[0]):
+        raise ShapeError(f"axis {axis} out of range for stacking shape {shapes[0]}")
+    return shapes[0][:axis] + (len(shapes),) + shapes[0][axis:]
+
+
+def _reduce_shape(shapes, axis):
+    x = shapes[0]
+    if axis is None:
+        return ()
+    if not 0 <= axis < len(x):
+        raise ShapeError(f"axis {axis} out of range for shape {x}")
+    return x[:axis] + x[axis + 1:]
+
+
+def _one_hot_shape(shapes, gradient_mode):
+    if len(shapes[0]) != 1:
+        raise ShapeError(f"needs a vector, got shape {shapes[0]}")
+    return shapes[0]
+
+
+def _dot_rows_shape(shapes):
+    S, q = shapes
+    if len(S) != 1 or q != S:
+        raise ShapeError(f"needs rows of shape (d,) and a query of shape (d,), got rows {S} and query {q}")
+    return ()
+
+
+def _weighted_sum_shape(shapes):
+    S, w = shapes
+    if w != ():
+        raise ShapeError(f"weights must be a sequence of scalars, got rows of shape {w}")
+    return S
+
+
+ONES = primitive("ones", "leaf", _leaf_shape, _sel.ones, None, aux="list")
+TAKE = primitive("take", "structural", _take_shape, _sel.take, _sel.take_vjp, aux="index", seq="rows", keeps_int=True)
+TAKE_ROWS = primitive("take_rows", "structural", same_shape, _sel.take_rows, _sel.take_rows_vjp, aux="list",
+                      seq="keep", keeps_int=True)
+STACK = primitive("stack", "structural", _stack_shape, _sel.stack, _sel.stack_vjp, stacks=True, keeps_int=True)
+MAX = primitive("max", "structural", _reduce_shape, _red.max_, _red.max_vjp, seq="rows", keeps_int=True)
+MIN = primitive("min", "structural", _reduce_shape, _red.min_, _red.min_vjp, seq="rows", keeps_int=True)
+LOGSUMEXP = primitive("logsumexp", "structural", _reduce_shape, _red.logsumexp, _red.logsumexp_vjp, seq="rows")
+MAX_OVER_ROWS = primitive("max_over_rows", "structural", same_shape, _red.max_rows, _red.max_rows_vjp, seq="reduce",
+                          keeps_int=True)
+MIN_OVER_ROWS = primitive("min_over_rows", "structural", same_shape, _red.min_rows, _red.min_rows_vjp, seq="reduce",
+                          keeps_int=True)
+LOGSUMEXP_OVER_ROWS = primitive("logsumexp_over_rows", "structural", same_shape, _red.logsumexp_rows,
+                                _red.logsumexp_rows_vjp, seq="reduce")
+ARGMAX = primitive("argmax", "structural", _one_hot_shape, _red.argmax, _red.argmax_vjp, seq="rows", keeps_int=True)
+ABS = primitive("abs", "elementwise", same_shape, ew.abs_, ew.abs_vjp, keeps_int=True)
+POW_CONST = primitive("pow_const", "elementwise", lambda s, p: s[0], ew.pow_const, ew.pow_const_vjp)
+POW = primitive("pow", "elementwise", broadcast, ew.pow_, ew.pow_vjp)
+SIN = primitive("sin", "elementwise", same_shape, ew.sin, ew.sin_vjp)
+COS = primitive("cos", "elementwise", same_shape, ew.cos, ew.cos_vjp)
+TAN = primitive("tan", "elementwise", same_shape, ew.tan, ew.tan_vjp)
+DOT_ROWS = primitive("dot_rows", "structural", _dot_rows_shape, _att.dot_rows, _att.dot_rows_vjp, shares=True,
+                     seq="keep")
+SOFTMAX_ROWS = primitive("softmax_rows", "structural", same_shape, _att.softmax_rows, _att.softmax_rows_vjp,
+                         seq="keep")
+WEIGHTED_SUM_ROWS = primitive("weighted_sum_rows", "structural", _weighted_sum_shape, _att.weighted_sum_rows,
+                              _att.weighted_sum_rows_vjp, seq="reduce")
 
 
 def _lstm_scan_shape(shapes, dirs):
@@ -228,7 +320,7 @@ def _tree_scan_shape(shapes):
 TREE_LSTM_SCAN = primitive("tree_lstm_scan", "structural", _tree_scan_shape, scan.tree_lstm_scan,
                            scan.tree_lstm_scan_vjp, shares=True, residual=True, seq="keep", aux="list",
                            must_share=(1, 2, 3, 4))
-RESHAPE = primitive("reshape", "structural", _reshape_shape, st.reshape, st.reshape_vjp)
+RESHAPE = primitive("reshape", "structural", _reshape_shape, st.reshape, st.reshape_vjp, keeps_int=True)
 
 
 # ---- recurrent cells, layer normalisation, dropout and sentence encoders (issue 3) ----------------------------
@@ -366,3 +458,150 @@ TREE_LSTM_CELL = primitive("tree_lstm_cell", "structural", _tree_cell_shape, _tr
                            _tree.tree_lstm_cell_vjp, shares=True, residual=True)
 TREE_LSTM_HIDDEN = primitive("tree_lstm_hidden", "structural", _tree_hidden_shape, _tree.tree_lstm_hidden,
                              _tree.tree_lstm_hidden_vjp, shares=True, residual=True)
+
+
+# ---- output layers for large vocabularies (issue 13) ------------------------------------------------------------
+# One node per predicted word, or per sentence over the sequence of its states (a per-row op: the targets are
+# per-row data). The output layer's parameters are shared by the whole batch, so a batch is every row of every
+# sentence, grouped by class inside the kernel. See ``kernels/big_softmax.py`` and ``autobatch/output_layers.py``.
+from kernels import big_softmax as _big  # noqa: E402  (this section's kernels)
+
+
+def _state_dim(shapes):
+    if len(shapes[0]) != 1:
+        raise ShapeError(f"needs a state vector (or a sequence of them), got shape {shapes[0]}")
+    return shapes[0][0]
+
+
+def _class_shape(shapes, classes, out):
+    H = _state_dim(shapes)
+    C, V = classes.n_classes, classes.size
+    want = [(H,), (C, H), (C,), (V, H), (V,)]
+    if list(shapes) != want:
+        raise ShapeError(f"needs state ({H},), class weights ({C}, {H}) and bias ({C},), word weights ({V}, {H}) "
+                         f"and bias ({V},) for {classes}; got {', '.join(map(str, shapes))}")
+    return (V,) if out else ()
+
+
+def _adaptive_shape(shapes, cutoffs, head_bias, out):
+    H = _state_dim(shapes)
+    n = len(cutoffs) - 1
+    head = cutoffs[0] + n
+    want = [(H,), (head, H)] + [(head,)] * bool(head_bias)
+    for i in range(n):
+        d = shapes[len(want)][0] if len(shapes) > len(want) and shapes[len(want)] else 0
+        want += [(d, H), (cutoffs[i + 1] - cutoffs[i], d)]
+    if list(shapes) != want or any(w[0] < 1 for w in want[1:]):
+        raise ShapeError(f"needs state ({H},), head ({head}, {H}){' and its bias' if head_bias else ''}, then per "
+                         f"tail cluster i a projection (d_i, {H}) and weights (size_i, d_i) for cutoffs "
+                         f"{list(cutoffs)}; got {', '.join(map(str, shapes))}")
+    return (cutoffs[-1],) if out else ()
+
+
+def _sampled_shape(shapes):
+    H = _state_dim(shapes)
+    W = shapes[1]
+    if len(W) != 2 or W[1] != H or shapes[2] != W[:1]:
+        raise ShapeError(f"needs state ({H},), weights (V, {H}) and bias (V,); got {', '.join(map(str, shapes))}")
+    return ()
+
+
+_OUT = dict(shares=True, seq="rows", residual=True)
+CLASS_NLL = primitive("class_softmax_nll", "structural", lambda s, classes: _class_shape(s, classes, False),
+                      _big.class_nll, _big.class_nll_vjp, aux="index", must_share=(1, 2, 3, 4), **_OUT)
+CLASS_LOG_PROBS = primitive("class_softmax_log_probs", "structural",
+                            lambda s, classes: _class_shape(s, classes, True), _big.class_log_probs,
+                            _big.class_log_probs_vjp, must_share=(1, 2, 3, 4), **_OUT)
+# Arity varies with the number of tail clusters; must_share names the head, the block passes only parameters.
+ADAPTIVE_NLL = primitive("adaptive_softmax_nll", "structural",
+                         lambda s, cutoffs, head_bias: _adaptive_shape(s, cutoffs, head_bias, False),
+                         _big.adaptive_nll, _big.adaptive_nll_vjp, aux="index", must_share=(1,), **_OUT)
+ADAPTIVE_LOG_PROBS = primitive("adaptive_softmax_log_probs", "structural",
+                               lambda s, cutoffs, head_bias: _adaptive_shape(s, cutoffs, head_bias, True),
+                               _big.adaptive_log_probs, _big.adaptive_log_probs_vjp, must_share=(1,), **_OUT)
+# Per-node data is (targets, the graph's shared sample), not one index per row, so the kernel walks the rows
+# itself ("keep": a sequence in, a sequence out). random: the sample is drawn when the graph is built.
+SAMPLED_NLL = primitive("sampled_softmax_nll", "structural", _sampled_shape, _big.sampled_nll,
+                        _big.sampled_nll_vjp, shares=True, seq="keep", residual=True, aux="list", random=True,
+                        must_share=(1, 2))
+
+
+# ---- DyNet compatibility (issue 12: ``autobatch.dynet``) -------------------------------------------------------
+# A DyNet minibatch (``lookup_batch``, ``inputTensor(batched=True)``) is held as a sequence of B rows, so the
+# per-row primitives above serve it unchanged. These records add what DyNet's semantics need besides: per-row
+# twins of primitives that otherwise refuse sequences (same kernels: they already loop over axis 0), DyNet's
+# column-major reshape and strided selection, sums over a minibatch, inputs that report their gradient, and
+# gradient scaling.
+from kernels import layout as _layout
+
+
+def _twin(prim):
+    """``prim`` applied row by row to a sequence (a DyNet minibatch); on a single value it is ``prim`` itself."""
+    return primitive(prim.name + "_rows", prim.kind, prim.shape, prim.fwd, prim.vjp, shares=prim.shares,
+                     aux=prim.aux, residual=prim.residual, seq="rows")
+
+
+TRANSPOSE_ROWS, PICK_ROWS, SUM_ELEMS_ROWS = _twin(TRANSPOSE), _twin(PICK), _twin(SUM_ELEMS)
+
+
+def _select_shape(shapes, index):
+    shape, out = shapes[0], []
+    if len(index) > len(shape):
+        raise ShapeError(f"{len(index)} indices for shape {shape}")
+    for d, spec in zip(shape, index):
+        if type(spec) is int:
+            if not -d <= spec < d:
+                raise ShapeError(f"index {spec} out of range for size {d}")
+        elif spec[0] == "slice":
+            n = len(range(*slice(*spec[1:]).indices(d)))
+            if n == 0:
+                raise ShapeError(f"slice {spec[1]}:{spec[2]}:{spec[3]} of size {d} is empty")
+            out.append(n)
+        else:
+            if not spec[1] or any(not 0 <= i < d for i in spec[1]):
+                raise ShapeError(f"indices {list(spec[1])} out of range for size {d}")
+            out.append(len(spec[1]))
+    return tuple(out) + shape[len(index):]
+
+
+def _input_shape(shapes, shape, dtype, rows):
+    return shape
+
+
+DY_INPUT = primitive("dy_input", "leaf", _input_shape, _layout.recorded_input, _layout.recorded_input_vjp,
+                     aux="list")
+DY_RESHAPE = primitive("dy_reshape", "structural", _reshape_shape, _layout.reshape_f, _layout.reshape_f_vjp,
+                       seq="rows")
+DY_SELECT = primitive("dy_select", "structural", _select_shape, _layout.select, _layout.select_vjp, seq="rows")
+DY_SUM_ROWS = primitive("dy_sum_rows", "structural", same_shape, _layout.sum_rows, _layout.sum_rows_vjp,
+                        seq="reduce")
+DY_SCALE_GRADIENT = primitive("dy_scale_gradient", "structural", lambda s, lambd: s[0], _layout.scale_gradient,
+                              _layout.scale_gradient_vjp, seq="rows")
+
+from kernels import conv as _conv
+
+
+def _conv2d_shape(shapes, stride, valid):
+    x, f = shapes
+    if len(x) != 3 or len(f) != 4 or f[2] != x[2]:
+        raise ShapeError(f"needs an image (H, W, C) and filters (kh, kw, C, C_out), got {x} and {f}")
+    if valid and (f[0] > x[0] or f[1] > x[1]):
+        raise ShapeError(f"filter {f[:2]} larger than the image {x[:2]} (VALID padding)")
+    oh, ow, _, _ = _conv.geometry(x, f[0], f[1], stride, valid)
+    return (oh, ow, f[3])
+
+
+def _maxpool2d_shape(shapes, ksize, stride, valid):
+    x = shapes[0]
+    if len(x) != 3:
+        raise ShapeError(f"needs an image (H, W, C), got {x}")
+    if valid and (ksize[0] > x[0] or ksize[1] > x[1]):
+        raise ShapeError(f"window {ksize} larger than the image {x[:2]} (VALID padding)")
+    oh, ow, _, _ = _conv.geometry(x, ksize[0], ksize[1], stride, valid)
+    return (oh, ow, x[2])
+
+
+DY_CONV2D = primitive("dy_conv2d", "structural", _conv2d_shape, _conv.conv2d, _conv.conv2d_vjp, shares=True,
+                      seq="rows")
+DY_MAXPOOL2D = primitive("dy_maxpool2d", "structural", _maxpool2d_shape, _conv.maxpool2d, _conv.maxpool2d_vjp,
+                         seq="rows")

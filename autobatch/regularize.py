@@ -24,15 +24,32 @@ def training():
     return _training[0]
 
 
+class _Mode:
+    """The switch made by ``eval_mode()``/``train_mode()``: already in force when the call returns, and, used
+    as a context manager, undone on leaving the block (also when it raises), back to the mode before it."""
+
+    def __init__(self, on):
+        self.previous = _training[0]
+        _training[0] = on
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        _training[0] = self.previous
+        return False
+
+
 def eval_mode():
     """Switch regularisation off for the nodes built from now on: dropout variants become the identity and
-    zoneout uses its expectation p * previous + (1 - p) * new."""
-    _training[0] = False
+    zoneout uses its expectation p * previous + (1 - p) * new. A plain call switches until ``train_mode()``;
+    ``with eval_mode(): ...`` switches for the block only."""
+    return _Mode(False)
 
 
 def train_mode():
-    """Switch regularisation back on (the default)."""
-    _training[0] = True
+    """Switch regularisation back on (the default); ``with train_mode(): ...`` for the block only."""
+    return _Mode(True)
 
 
 class Noise:
@@ -50,8 +67,8 @@ class Noise:
         pos = self.pos
         if pos + n > self.BLOCK:
             if n > self.BLOCK // 8:  # a whole weight matrix (DropConnect): draw it on its own
-                return backend.xp.asarray(self.rng.random(n, dtype=self.dtype))
-            self.block = backend.xp.asarray(self.rng.random(self.BLOCK, dtype=self.dtype))
+                return backend.to_device(self.rng.random(n, dtype=self.dtype))
+            self.block = backend.to_device(self.rng.random(self.BLOCK, dtype=self.dtype))
             pos = 0
         self.pos = pos + n
         return self.block[pos:pos + n]
@@ -121,16 +138,17 @@ def dropout(x, p, noise=None):
     """Inverted dropout: x * m / (1 - p), m ~ Bernoulli(1 - p) per unit and per example (so it batches); the
     identity in eval mode. ``noise``: uniforms in [0, 1) of x's shape (unit kept where u >= p): pass the same
     ones at every time step for a variational mask; by default drawn from the seeded stream of the collection
-    whose parameters the graph uses. ``x`` may be a Parameter: a weight mask per example (DropConnect)."""
+    whose parameters the graph uses. ``x`` may be a Parameter: a weight mask per example (DropConnect). For a
+    sequence every row gets its own mask (``noise`` then has the sequence's whole shape, rows first)."""
     p = check_p("dropout", "p", p)
     g = _graph._current[0]
     n = _node(g, x)
     if p == 0.0 or not _training[0]:
         return Expression(g, n)
-    sig = g.n_sig[n]
-    size = int(np.prod(sig.shape))
+    shape = g.shape_of(n)  # a sequence's starts with its row count: the node carries every row's uniforms,
+    size = int(np.prod(shape))  # and the executor packs them row after row, as it packs the rows themselves
     if noise is None:
         u = graph_noise(g, "dropout").uniforms(size)
     else:
-        u = given_noise("dropout", noise, size, sig.dtype)
-    return Expression(g, g.add(R.DROPOUT, (n,), p_attrs(p), u.reshape(sig.shape)))
+        u = given_noise("dropout", noise, size, g.n_sig[n].dtype)
+    return Expression(g, g.add(R.DROPOUT, (n,), p_attrs(p), u.reshape(shape)))

@@ -46,9 +46,12 @@ def _cell_node(prim, op, args, width, rd, zo, noise, with_rd=True):
     return Expression(g, g.add(prim, ids, attrs, u))
 
 
-def _width(x):
+def _width(op, x):
     g = _graph._current[0]
-    return g.n_sig[_node(g, x)].shape[-1]
+    shape = g.n_sig[_node(g, x)].shape
+    if len(shape) != 1:  # the cell's shape rule would say so too, but the masks are sized from this first
+        raise ValueError(errors.at(f"{op}: needs a vector, got shape {shape}"))
+    return shape[0]
 
 
 def _prev(op, h_prev, zoneout):
@@ -63,26 +66,27 @@ def lstm_cell(gates, c_prev, *, recurrent_dropout=0.0, zoneout=0.0, noise=None):
     """The LSTM memory from stacked gate pre-activations [i f g o]: c = f * c_prev + i * d(g) with d the
     recurrent dropout of the candidate g, then zoneout against c_prev. ``noise``: the uniforms, [d part | zoneout
     part], each of c's size (default: drawn from the graph's collection)."""
-    return _cell_node(R.LSTM_CELL, "lstm_cell", (gates, c_prev), _width(c_prev), recurrent_dropout, zoneout, noise)
+    return _cell_node(R.LSTM_CELL, "lstm_cell", (gates, c_prev), _width("lstm_cell", c_prev), recurrent_dropout,
+                      zoneout, noise)
 
 
 def lstm_hidden(gates, c, h_prev=None, *, zoneout=0.0, noise=None):
     """The LSTM output h = o * tanh(c) from stacked gate pre-activations [i f g o], zoned out against h_prev."""
     args = (gates, c) + _prev("lstm_hidden", h_prev, zoneout)
-    return _cell_node(R.LSTM_HIDDEN, "lstm_hidden", args, _width(c), 0.0, zoneout, noise, with_rd=False)
+    return _cell_node(R.LSTM_HIDDEN, "lstm_hidden", args, _width("lstm_hidden", c), 0.0, zoneout, noise, with_rd=False)
 
 
 def gru_hidden(xpart, hpart, h_prev, *, recurrent_dropout=0.0, zoneout=0.0, noise=None):
     """PyTorch's GRU update from xpart = W_i x + b_i and hpart = W_h h + b_h, stacked [r z n]:
     r, z = sigmoid(x_rz + h_rz); n = tanh(x_n + r * h_n); h = (1 - z) * d(n) + z * h_prev, zoned out."""
-    return _cell_node(R.GRU_HIDDEN, "gru_hidden", (xpart, hpart, h_prev), _width(h_prev), recurrent_dropout,
-                      zoneout, noise)
+    return _cell_node(R.GRU_HIDDEN, "gru_hidden", (xpart, hpart, h_prev), _width("gru_hidden", h_prev),
+                      recurrent_dropout, zoneout, noise)
 
 
 def rnn_hidden(pre, h_prev=None, *, recurrent_dropout=0.0, zoneout=0.0, noise=None):
     """The Elman update h = d(tanh(pre)), zoned out against h_prev."""
     args = (pre,) + _prev("rnn_hidden", h_prev, zoneout)
-    return _cell_node(R.RNN_HIDDEN, "rnn_hidden", args, _width(pre), recurrent_dropout, zoneout, noise)
+    return _cell_node(R.RNN_HIDDEN, "rnn_hidden", args, _width("rnn_hidden", pre), recurrent_dropout, zoneout, noise)
 
 
 # ---- blocks -------------------------------------------------------------------------------------------------
@@ -149,7 +153,7 @@ class _Recurrent:
             self._attrs[train] = ((("rd", rd), ("zo", zo), ("zt", zt)), H * (bool(rd) + zt),
                                   (("zo", zo), ("zt", zt)), H * zt)
         self._zeros_attrs = (("shape", (H,)), ("dtype", pc.dtype))
-        self._graph = None  # the graph the node ids below belong to
+        self._graph = None  # (a weak ref to) the graph the node ids below belong to
 
     def _make_layer(self, pc, prefix, dim):
         G, H = self.GATES, self.hidden_dim
@@ -174,8 +178,8 @@ class _Recurrent:
     # ---- building ------------------------------------------------------------------------------------------
 
     def _ids(self, g):
-        if self._graph is not g:
-            self._graph = g
+        if self._graph is not g.ref:  # weak: a block must not keep its last graph alive
+            self._graph = g.ref
             self._layer_ids = [layer.ids(g) for layer in self.layers]
             self._zero = None if self.learned_init else g.add(R.ZEROS, (), self._zeros_attrs)
         return self._layer_ids
@@ -296,7 +300,7 @@ class _Recurrent:
         if not self._scans():  # step by step over the rows, then packed back into a sequence
             return sequence(self.transduce(rows(X), reverse))
         attrs = (("dirs", (bool(reverse),)),)
-        x, outs = X.i, []
+        x, outs = _node(g, X), []  # (refuses a sequence of an earlier graph)
         for lid in self._ids(g):
             x = self._scan_layer(g, [lid], x, attrs)
             outs.append(x)
@@ -456,7 +460,7 @@ class BiRNN:
             fwd, bwd = self.fwd, self.bwd
             lids = [fwd._ids(g)[0], bwd._ids(g)[0]]
             fwd._input_rows(xs)
-            return Expression(g, fwd._scan_layer(g, lids, xs.i, (("dirs", (False, True)),)))
+            return Expression(g, fwd._scan_layer(g, lids, _node(g, xs), (("dirs", (False, True)),)))
         f, b = self.fwd.transduce(xs), self.bwd.transduce(xs, reverse=True)
         if isinstance(f, Expression):
             return Expression(g, g.add(R.CONCAT, (f.i, b.i), _AXIS0))

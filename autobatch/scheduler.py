@@ -1,8 +1,28 @@
+# cython: boundscheck=False, wraparound=False
+# (compiled: every index below is a node id or a counter in range by construction, never negative)
 """Batching strategies: which not-yet-run nodes execute together, and in what order.
 
 A plan is a list of batches (lists of node ids), each of one signature, in an order that respects
 dependencies. Planning never looks at values, so it is separate from execution.
+
+Compiled by Cython (see setup.py) with the C types of ``scheduler.pxd``: the loops below run over C ints, and
+per-node counters are arrays (``array``, ``bytearray``) that the compiled code reads as C memory.
 """
+from array import array
+
+try:
+    import cython
+
+    COMPILED = cython.compiled  # True inside the compiled module
+except ImportError:  # pure Python without Cython installed
+    COMPILED = False
+
+
+def _zeros(size, typecode):
+    """``size`` zero counters: a C array when compiled (its loops read it as C memory), else a list (which the
+    interpreter indexes faster than an array)."""
+    return array(typecode, bytes(array(typecode).itemsize * size)) if COMPILED else [0] * size
+
 
 
 def pending(graph, targets):
@@ -45,7 +65,13 @@ def _depth(graph, nodes):
     n_sig, n_depth = graph.n_sig, graph.n_depth
     groups = {}
     for n in nodes:
-        groups.setdefault((n_depth[n], n_sig[n].id), []).append(n)
+        sig = n_sig[n]
+        key = (n_depth[n] << 32) + sig.id  # (depth, signature id) as one int: sorts the same, hashes faster
+        group = groups.get(key)
+        if group is None:
+            groups[key] = [n]
+        else:
+            group.append(n)
     return [groups[k] for k in sorted(groups)]
 
 
@@ -55,21 +81,25 @@ def _agenda(graph, targets):
     # whose nodes hang off every step of a chain (per-word losses) has a mean deeper than the chain's own
     # signatures, so it waits until the chains are done and then runs as one batch.
     n_sig, n_args, n_depth, n_loc, local = graph.n_sig, graph.n_args, graph.n_depth, graph.n_loc, graph.local
-    nsig = len(graph.signatures)
-    count, depth_sum = [0] * nsig, [0] * nsig
-    lo = graph.first_pending  # per-node lists below are indexed by id - lo
+    sigs = graph.signatures
+    nsig = len(sigs)
+    count, depth_sum = _zeros(nsig, "q"), _zeros(nsig, "q")
+    lo = graph.first_pending  # per-node arrays below are indexed by id - lo
     size = max(targets) - lo + 1
-    need, waiting, consumers = bytearray(size), [0] * size, [None] * size
+    need, waiting, sid_of = bytearray(size), _zeros(size, "i"), _zeros(size, "i")
+    consumers = [None] * size
     stack, leaves = [], []
     for t in targets:
         if not need[t - lo]:
             need[t - lo] = 1
             stack.append(t)
     # One walk from the targets (as in ``pending``) also counts each node's pending inputs and records its
-    # consumers.
+    # consumers and its signature's index.
+    left = 0  # nodes waiting for an input
     while stack:
         n = stack.pop()
         sid = local[n_sig[n]]
+        sid_of[n - lo] = sid
         count[sid] += 1
         depth_sum[sid] += n_depth[n]
         k = 0
@@ -77,35 +107,66 @@ def _agenda(graph, targets):
             if n_loc[a] < 0:
                 k += 1
                 i = a - lo
-                c = consumers[i]
-                if c is None:
+                cs = consumers[i]
+                if cs is None:
                     consumers[i] = [n]
                 else:
-                    c.append(n)
+                    cs.append(n)
                 if not need[i]:
                     need[i] = 1
                     stack.append(a)
         if k:
             waiting[n - lo] = k
+            left += 1
         else:
             leaves.append(n)
     leaves.sort()
-    ready = {}  # signature (local index) -> its nodes whose inputs have all run
+    # The ready nodes of each signature (local index), and the signatures holding some, in the order they
+    # became ready: ties in rank go to the earliest.
+    ready, active = [None] * nsig, []
     for n in leaves:
-        ready.setdefault(local[n_sig[n]], []).append(n)
-    sigs = graph.signatures
-    rank = [(sigs[s].batchable, depth_sum[s] / count[s]) if count[s] else None for s in range(nsig)]
-    left = len(waiting) - waiting.count(0)
+        sid = sid_of[n - lo]
+        r = ready[sid]
+        if r is None:
+            ready[sid] = [n]
+            active.append(sid)
+        else:
+            r.append(n)
+    unbatchable = bytearray(nsig)
+    mean = _zeros(nsig, "d")
+    for sid in range(nsig):
+        unbatchable[sid] = not sigs[sid].batchable
+        if count[sid]:
+            mean[sid] = depth_sum[sid] / count[sid]
     plan = []
-    while ready:
-        batch = ready.pop(min(ready, key=rank.__getitem__))  # an unbatchable signature holds one node
+    while active:
+        best, pick = active[0], 0  # an unbatchable signature first (it holds one node); else the lowest mean
+        for j in range(1, len(active)):
+            sid = active[j]
+            if unbatchable[sid] > unbatchable[best] or (unbatchable[sid] == unbatchable[best]
+                                                        and mean[sid] < mean[best]):
+                best, pick = sid, j
+        del active[pick]
+        batch = ready[best]
+        ready[best] = None
         plan.append(batch)
         for n in batch:
-            for c in consumers[n - lo] or ():
-                k = waiting[c - lo] = waiting[c - lo] - 1
+            cs = consumers[n - lo]
+            if cs is None:
+                continue
+            for c in cs:
+                i = c - lo
+                k = waiting[i] - 1
+                waiting[i] = k
                 if not k:
                     left -= 1
-                    ready.setdefault(local[n_sig[c]], []).append(c)
+                    sid = sid_of[i]
+                    r = ready[sid]
+                    if r is None:
+                        ready[sid] = [c]
+                        active.append(sid)
+                    else:
+                        r.append(c)
     if left:
         raise RuntimeError(f"cycle detected: {left} nodes never became ready")
     return plan

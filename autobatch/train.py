@@ -5,11 +5,13 @@ The loop is the one the DyNet deck recommends: one graph per minibatch (the engi
 code), the minibatch loss normalised, the gradient norm watched and clipped, the dev metric checked each
 epoch with patience, and the best parameters restored at the end.
 """
+import contextlib
 import json
 import math
 import os
 import sys
 import time
+import warnings
 
 import numpy as np
 
@@ -18,8 +20,11 @@ from . import data as _data
 from . import graph as _graph
 from . import ops
 from .optim import Adam, GradNormMonitor
+from .plots import line_plot
+from .regularize import eval_mode
 
 NORMALIZE = ("max_len", "batch", "sum")
+LAST, PREVIOUS = "last.npz", "previous.npz"  # the checkpoints fit(resume=True) reads, newest first
 
 
 # ---- loss normalisation -------------------------------------------------------------------------------------
@@ -61,6 +66,14 @@ def max_len_loss(losses):
     # sentence counts for more, as in the plain sum), while the gradient scale stops growing with length.
     terms, lengths = _terms(losses)
     return ops.esum(terms) * (1.0 / max(lengths))
+
+
+def _scale(normalize, longest, examples):
+    """The constant a minibatch's summed loss is multiplied by under ``normalize`` (None: the plain sum), given
+    its longest example's number of loss terms and its number of examples."""
+    if normalize == "max_len":
+        return 1.0 / longest if longest > 0 else None
+    return 1.0 / examples if normalize == "batch" else None
 
 
 def normalize_loss(losses, normalize="max_len"):
@@ -139,33 +152,6 @@ class EarlyStopping:
             setattr(self, k, v)
 
 
-# ---- plots ------------------------------------------------------------------------------------------------
-
-
-def _line_plot(path, series, title, xlabel, ylabel, hline=None, log=False):
-    # The Agg canvas directly, not pyplot: no global figure state, no GUI backend, safe in worker processes.
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(6, 3.5), dpi=100)
-    FigureCanvasAgg(fig)
-    ax = fig.add_subplot()
-    for label, (x, y) in series.items():
-        x, y = list(x), list(y)
-        ax.plot(x, y, marker="o" if len(x) < 30 else None, ms=3, lw=1, label=label)
-    if hline is not None:
-        ax.axhline(hline, color="red", ls="--", lw=1, label=f"clip at {hline:.3g}")
-    if log and any(v is not None and v > 0 for _, ys in series.values() for v in ys):
-        ax.set_yscale("log")
-    ax.set_title(title)
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
-    if len(series) > 1 or hline is not None:
-        ax.legend()
-    fig.tight_layout()
-    fig.savefig(path)
-
-
 # ---- the training loop --------------------------------------------------------------------------------------
 
 
@@ -185,12 +171,18 @@ class Trainer:
     - ``optimizer``: default ``Adam(pc)``.
     - ``clip``: None (record the norm only), a max norm, ``"auto"`` (threshold from the first steps' norms),
       or a ``GradNormMonitor``.
-    - ``evaluate(dev) -> float``: the dev metric after each epoch (``mode`` says whether higher is better);
-      with ``patience`` training stops after that many epochs without improvement, and with ``restore_best``
-      the best parameters are put back when ``fit`` returns.
-    - ``checkpoint_dir``: ``last.npz`` is written atomically after every epoch (``fit(resume=True)`` continues
-      from it); ``keep_epochs=True`` also keeps ``epoch_NNN.npz`` per epoch (for checkpoint ensembles).
-    - ``log_path``: one JSON object per epoch (``history`` holds the same records).
+    - ``evaluate(dev) -> float``: the dev metric after each epoch (``mode`` says whether higher is better),
+      run in ``eval_mode()`` (dropout off: the same parameters always score the same) unless
+      ``deterministic_eval=False``; with ``patience`` training stops after that many epochs without
+      improvement, and with ``restore_best`` the best parameters are put back when ``fit`` returns.
+    - ``checkpoint_dir``: ``last.npz`` is written atomically after every epoch, the one before it kept as
+      ``previous.npz``; ``fit(resume=True)`` continues from ``last.npz``, or from ``previous.npz`` when
+      ``last.npz`` is missing or unreadable (with a warning naming it). ``keep_epochs=True`` also keeps
+      ``epoch_NNN.npz`` per epoch (for checkpoint ensembles).
+    - ``log_path``: one JSON object per epoch (``history`` holds the same records): ``train_loss`` (the mean
+      normalised minibatch loss, what the optimiser saw), ``train_loss_per_token`` (the summed loss of the
+      epoch over its number of loss terms; ``exp`` of it is a language model's perplexity), the gradient
+      norms, and the dev metric.
     - ``progress``: a tqdm bar with examples/s, loss and gradient norm (default: when stderr is a terminal).
     - ``seed``: the shuffling seed (default ``pc.seed``); ``sort_by`` groups similar examples (see
       ``data.minibatches``).
@@ -208,7 +200,7 @@ class Trainer:
     def __init__(self, pc, loss_fn, optimizer=None, *, batch_size=32, normalize="max_len", strategy="agenda",
                  clip=None, evaluate=None, mode="max", patience=None, min_delta=0.0, restore_best=True,
                  checkpoint_dir=None, keep_epochs=False, log_path=None, progress=None, seed=None, sort_by=None,
-                 parallel=None):
+                 parallel=None, deterministic_eval=True):
         if normalize not in NORMALIZE:
             raise ValueError(f"unknown normalize {normalize!r}: expected one of {NORMALIZE}")
         if strategy not in _graph.STRATEGIES:
@@ -225,7 +217,7 @@ class Trainer:
         self.optimizer = optimizer if optimizer is not None else Adam(pc)
         self.batch_size, self.normalize, self.strategy = int(batch_size), normalize, strategy
         self.monitor = clip if isinstance(clip, GradNormMonitor) else GradNormMonitor(clip)
-        self.evaluate = evaluate
+        self.evaluate, self.deterministic_eval = evaluate, bool(deterministic_eval)
         self.stopper = EarlyStopping(patience, mode, min_delta) if evaluate is not None else None
         self.restore_best = restore_best
         self.checkpoint_dir, self.keep_epochs = checkpoint_dir, keep_epochs
@@ -241,6 +233,9 @@ class Trainer:
         self.history = []  # one dict per completed epoch
         self.step_losses = []
         self.stopped = False
+        # The running epoch's summed (unnormalised) loss and its number of loss terms (tokens)
+        self.epoch_loss_sum, self.epoch_tokens = 0.0, 0
+        self._last_unreadable = False  # resumed from previous.npz: the next save must not keep last.npz
 
     # ---- one minibatch ----
 
@@ -248,18 +243,24 @@ class Trainer:
         """One optimiser step on ``batch``; returns ``(loss value, gradient norm before clipping)``. With
         ``parallel``, every rank calls it with the same whole minibatch and trains on its shard of it."""
         if self.parallel is not None:
-            value = self._parallel_loss_and_gradients(batch)
+            value, scale, tokens = self._parallel_loss_and_gradients(batch)
         else:
             _graph.renew_cg(strategy=self.strategy)
-            loss = normalize_loss([self.loss_fn(ex) for ex in batch], self.normalize)
+            terms, lengths = _terms([self.loss_fn(ex) for ex in batch])
+            scale, tokens = _scale(self.normalize, max(lengths), len(batch)), sum(lengths)
+            loss = ops.esum(terms) if scale is None else ops.esum(terms) * scale  # as normalize_loss builds it
             value = self._scalar(loss)
             self._check_loss(value)
             self.pc.zero_grad()
             loss.backward()
+        self.epoch_loss_sum += value if scale is None else value / scale
+        self.epoch_tokens += tokens
         norm = self.monitor(self.pc)
         if not math.isfinite(norm):
             raise FloatingPointError(f"epoch {self.epoch + 1}, step {self.step + 1}: the gradient norm is "
-                                     f"{norm}; lower the learning rate or clip (clip=...)")
+                                     f"{norm} while the loss is finite: some op's derivative is not finite (sqrt "
+                                     f"or log at 0, a division by 0) or overflowed; renew_cg(check_finite=True) "
+                                     f"names the node whose VJP made it")
         self.optimizer.step()
         self.step += 1
         self.step_losses.append(value)
@@ -278,18 +279,16 @@ class Trainer:
 
     def _parallel_loss_and_gradients(self, batch):
         """This rank's share of the minibatch loss, built and differentiated; the gradients summed over the
-        ranks. Returns the whole minibatch's loss (every rank's share summed, in the same collective)."""
+        ranks. Returns the whole minibatch's loss (every rank's share summed, in the same collective), the
+        normalisation's scale and the minibatch's number of loss terms."""
         dp = self.parallel
         _graph.renew_cg(strategy=self.strategy)
         local = dp.shard(batch)
         terms, lengths = _terms([self.loss_fn(ex) for ex in local], allow_empty=True)
         # The scale of each normalisation over the WHOLE minibatch, so that the ranks' shares add up to the
         # loss one process would compute: same constant, same graph shape (sum of terms times it).
-        if self.normalize == "max_len":
-            longest = dp.comm.max(max(lengths, default=0))
-            scale = 1.0 / longest if longest > 0 else None
-        else:
-            scale = 1.0 / len(batch) if self.normalize == "batch" else None
+        longest = dp.comm.max(max(lengths, default=0)) if self.normalize == "max_len" else 0
+        scale = _scale(self.normalize, longest, len(batch))
         self.pc.zero_grad()
         value = 0.0
         if terms:
@@ -299,27 +298,30 @@ class Trainer:
             value = self._scalar(loss)
             if math.isfinite(value):  # a non-finite loss is reported below, on every rank alike
                 loss.backward()
-        value, n_terms = dp.sync_gradients(value, len(terms))
+        value, n_terms, tokens = dp.sync_gradients(value, len(terms), sum(lengths))
         if n_terms == 0:
             raise ValueError("normalize_loss: the minibatch has no loss terms")
         self._check_loss(value)
-        return float(value)
+        return float(value), scale, int(round(tokens))
 
     # ---- epochs ----
 
     def fit(self, train, dev=None, epochs=10, resume=False):
         """Train until ``epochs`` epochs are complete in all (a resumed run counts those already done) or early
         stopping says stop; returns ``history``. ``resume=True`` first loads ``checkpoint_dir/last.npz`` if
-        there is one."""
+        there is one (``previous.npz`` when ``last.npz`` is missing or unreadable, with a warning) and removes
+        the temporary files that writers killed mid-save left there."""
         if resume:
             if self.checkpoint_dir is None:
                 raise ValueError("fit(resume=True) needs the Trainer's checkpoint_dir")
-            last = os.path.join(self.checkpoint_dir, "last.npz")
-            exists = os.path.exists(last) if self.is_root else None
-            if self.parallel is not None:  # only rank 0 need have the file
-                exists = self.parallel.agree(exists)
-            if exists:
-                self.resume(last)
+            paths = [os.path.join(self.checkpoint_dir, name) for name in (LAST, PREVIOUS)]
+            if self.is_root:
+                _ckpt.remove_stale_temps(self.checkpoint_dir)
+                paths = [path for path in paths if os.path.exists(path)]
+            if self.parallel is not None:  # only rank 0 need have the files
+                paths = self.parallel.agree(paths)
+            if paths:
+                self._resume(paths)
         if dev is not None and self.evaluate is None:
             raise ValueError("a dev set was given but no evaluate(dev) -> metric callback")
         train = list(train)
@@ -340,6 +342,7 @@ class Trainer:
         t0 = time.perf_counter()
         first_step = self.step
         total = 0.0
+        self.epoch_loss_sum, self.epoch_tokens = 0.0, 0
         # The bar is left on screen: one line per epoch with its examples/s, last loss and gradient norm, and
         # the dev metric once it is known.
         bar = tqdm(total=len(train), unit="ex", desc=f"epoch {self.epoch + 1}/{epochs}", disable=not self.progress,
@@ -357,6 +360,8 @@ class Trainer:
                 "epoch": self.epoch,
                 "step": self.step,
                 "train_loss": total / max(1, self.step - first_step),
+                "train_loss_per_token": self.epoch_loss_per_token,
+                "train_tokens": self.epoch_tokens,
                 "grad_norm_median": float(np.median(norms)),
                 "grad_norm_max": float(norms.max()),
                 "clip": self.monitor.threshold,
@@ -366,7 +371,8 @@ class Trainer:
             }
             postfix = dict(loss=f"{record['train_loss']:.4g}", gnorm=f"{record['grad_norm_median']:.3g}")
             if dev is not None:
-                metric = self.evaluate(dev) if self.is_root else None
+                with eval_mode() if self.deterministic_eval else contextlib.nullcontext():
+                    metric = self.evaluate(dev) if self.is_root else None
                 metric = None if metric is None else float(metric)
                 if self.parallel is not None:  # one metric, so one decision and one best snapshot everywhere
                     metric = self.parallel.agree(metric)
@@ -380,12 +386,20 @@ class Trainer:
         if self.checkpoint_dir is not None:
             if self.is_root:
                 os.makedirs(self.checkpoint_dir, exist_ok=True)
-            self.save(os.path.join(self.checkpoint_dir, "last.npz"))
+            # last.npz's predecessor stays as previous.npz, unless last.npz is the unreadable file resumed past
+            keep = None if self._last_unreadable else os.path.join(self.checkpoint_dir, PREVIOUS)
+            self.save(os.path.join(self.checkpoint_dir, LAST), previous=keep)
+            self._last_unreadable = False
             if self.keep_epochs:
                 self.save(os.path.join(self.checkpoint_dir, f"epoch_{self.epoch:03d}.npz"))
         if self.log_path is not None and self.is_root:
             with open(self.log_path, "a", encoding="utf-8") as f:
                 f.write(json.dumps(record) + "\n")
+
+    @property
+    def epoch_loss_per_token(self):
+        """The running (or last) epoch's summed loss over its number of loss terms (None before any)."""
+        return self.epoch_loss_sum / self.epoch_tokens if self.epoch_tokens else None
 
     # ---- checkpoints ----
 
@@ -399,10 +413,29 @@ class Trainer:
             "stopper": None if self.stopper is None else self.stopper.state_dict(),
         }
 
+    def check_state_dict(self, sd):
+        """Raise ValueError when ``load_state_dict(sd)`` could not restore ``sd`` into this Trainer; changes
+        nothing."""
+        missing = [k for k in ("epoch", "step", "stopped", "rng", "pc_rng", "history", "step_losses", "monitor",
+                               "stopper") if k not in sd]
+        if missing:
+            raise ValueError(f"the Trainer state lacks {missing}")
+        if (sd["stopper"] is None) != (self.stopper is None):
+            raise ValueError("the checkpoint and this Trainer disagree on early stopping (evaluate=): the "
+                             f"checkpoint has {'none' if sd['stopper'] is None else 'an early-stopping state'}, "
+                             f"this Trainer {'none' if self.stopper is None else 'an evaluate= callback'}")
+        for k in ("rng", "pc_rng"):  # a generator refuses a malformed state: try it on a scratch one
+            try:
+                _set_rng_state(np.random.default_rng(), sd[k])
+            except (TypeError, ValueError, KeyError) as e:
+                raise ValueError(f"the Trainer state's {k} is not a random generator's state ({e})") from e
+
     def load_state_dict(self, sd):
-        """Restore what ``state_dict`` returned. A checkpoint of a data-parallel run also holds every rank's
-        dropout stream (``pc_rngs``): each rank of a job of the same size takes its own; a job of another size
-        starts fresh per-rank streams (``rank_seed`` of ``pc.seed`` and the step)."""
+        """Restore what ``state_dict`` returned (checked first by ``check_state_dict``: a refused state changes
+        nothing). A checkpoint of a data-parallel run also holds every rank's dropout stream (``pc_rngs``): each
+        rank of a job of the same size takes its own; a job of another size starts fresh per-rank streams
+        (``rank_seed`` of ``pc.seed`` and the step)."""
+        self.check_state_dict(sd)
         self.epoch, self.step, self.stopped = int(sd["epoch"]), int(sd["step"]), bool(sd["stopped"])
         _set_rng_state(self.rng, sd["rng"])
         dp, streams = self.parallel, sd.get("pc_rngs")
@@ -416,58 +449,85 @@ class Trainer:
         self.history = list(sd["history"])
         self.step_losses = [float(x) for x in np.asarray(sd["step_losses"]).reshape(-1)]
         self.monitor.load_state_dict(sd["monitor"])
-        if (sd["stopper"] is None) != (self.stopper is None):
-            raise ValueError("the checkpoint and this Trainer disagree on early stopping (evaluate=)")
         if self.stopper is not None:
             self.stopper.load_state_dict(sd["stopper"])
 
-    def save(self, path):
-        """Write parameters, optimiser and loop state to ``path`` (atomically). With ``parallel`` every rank
-        must call it (it gathers each rank's dropout stream) and rank 0 alone writes."""
+    def save(self, path, previous=None):
+        """Write parameters, optimiser and loop state to ``path`` (atomically; with ``previous``, the checkpoint
+        ``path`` held until now is kept there). With ``parallel`` every rank must call it (it gathers each
+        rank's dropout stream) and rank 0 alone writes."""
         state = self.state_dict()
         if self.parallel is not None:
             state["pc_rngs"] = self.parallel.comm.gather_objects(state["pc_rng"])
             if not self.is_root:
                 return path
-        _ckpt.save_checkpoint(path, self.pc, self.optimizer, trainer=state)
+        _ckpt.save_checkpoint(path, self.pc, self.optimizer, previous=previous, trainer=state)
         return path
 
     def resume(self, path):
         """Load a checkpoint written by ``save`` so the next ``fit`` continues exactly where it stopped (``fit``
         then rewrites the log from the checkpoint's history: an epoch interrupted after it was logged but
-        before it was saved is run again and logged once). With ``parallel`` every rank must call it: rank 0
-        reads ``path`` and broadcasts parameters, optimiser and loop state, so the other ranks need no copy of
-        the file (checkpoints are written on rank 0's machine only) and the replicas stay bit-identical; an
-        error reading it is raised on every rank."""
+        before it was saved is run again and logged once). Every part of the checkpoint is checked before
+        anything is changed: one that does not fit this Trainer (other parameters, optimiser or early stopping)
+        or cannot be read raises and leaves the model, the optimiser and the loop as they were. With
+        ``parallel`` every rank must call it: rank 0 reads ``path`` and broadcasts parameters, optimiser and
+        loop state, so the other ranks need no copy of the file (checkpoints are written on rank 0's machine
+        only) and the replicas stay bit-identical; an error reading it is raised on every rank."""
+        return self._resume([path])
+
+    def _resume(self, paths):
+        """``resume`` from the first of ``paths`` that reads as a checkpoint."""
         if self.parallel is None:
-            self.load_state_dict(self._read_trainer_state(path))
+            self.load_state_dict(self._read_trainer_state(paths))
             return self
         dp = self.parallel
-        failure = None
+        failure = sd = None
         if self.is_root:
             try:
-                sd = self._read_trainer_state(path)
+                sd = self._read_trainer_state(paths)
             except Exception as e:  # noqa: BLE001 - re-raised below, after the other ranks have heard of it
                 failure = e
         message = dp.agree(None if failure is None else f"{type(failure).__name__}: {failure}")
         if failure is not None:
             raise failure
         if message is not None:
-            raise RuntimeError(f"rank 0 could not resume from {path}: {message}")
+            raise RuntimeError(f"rank 0 could not resume from {paths[0]}: {message}")
         dp.broadcast_parameters()
         opt = dp.agree(self.optimizer.state_dict() if self.is_root else None)
-        sd = dp.agree(sd if self.is_root else None)
+        sd = dp.agree(sd)
         if not self.is_root:
             self.optimizer.load_state_dict(opt)
         self.load_state_dict(sd)
         return self
 
-    def _read_trainer_state(self, path):
-        """Load ``path``'s parameters and optimiser state into this process; returns its loop state."""
-        extra = _ckpt.load_checkpoint(path, self.pc, self.optimizer)
-        if "trainer" not in extra:
-            raise ValueError(f"{path} holds no Trainer state (it was written by save_checkpoint, not Trainer.save)")
-        return extra["trainer"]
+    def _read_trainer_state(self, paths):
+        """Load the first of ``paths`` that reads as a checkpoint into the parameters and the optimiser, once
+        everything in it is checked to fit (an unreadable file falls back to the next with a warning); returns
+        its loop state, checked too, for ``load_state_dict``."""
+        errors = []
+        for path in paths:
+            try:
+                ck = _ckpt.read_checkpoint(path)
+            except (_ckpt.CheckpointError, FileNotFoundError) as e:
+                errors.append(e)
+                continue
+            if errors:
+                warnings.warn(f"{errors[-1]}; resuming from {path} instead", RuntimeWarning, stacklevel=4)
+            self._last_unreadable = bool(errors)
+
+            def check(extra):
+                if "trainer" not in extra:
+                    raise ValueError(f"{path} holds no Trainer state (it was written by save_checkpoint, not "
+                                     "Trainer.save)")
+                try:
+                    self.check_state_dict(extra["trainer"])
+                except ValueError as e:
+                    raise ValueError(f"{path}: {e}") from e
+
+            return _ckpt.apply_checkpoint(path, ck, self.pc, self.optimizer, check=check)["trainer"]
+        if len(errors) == 1:
+            raise errors[0]
+        raise _ckpt.CheckpointError("no checkpoint to resume from can be read: " + "; ".join(map(str, errors)))
 
     # ---- plots ----
 
@@ -481,13 +541,13 @@ class Trainer:
         epochs = [r["epoch"] for r in self.history]
         steps_per_epoch = [r["step"] for r in self.history]
         paths = [os.path.join(folder, "loss.png")]
-        _line_plot(paths[0], {"per step": (range(1, len(self.step_losses) + 1), self.step_losses),
+        line_plot(paths[0], {"per step": (range(1, len(self.step_losses) + 1), self.step_losses),
                               "epoch mean": (steps_per_epoch, [r["train_loss"] for r in self.history])},
                    "training loss", "step", "loss")
         dev = [(e, r["dev_metric"]) for e, r in zip(epochs, self.history) if r.get("dev_metric") is not None]
         if dev:
             paths.append(os.path.join(folder, "dev.png"))
-            _line_plot(paths[-1], {"dev": tuple(zip(*dev))}, "dev metric", "epoch", "metric")
+            line_plot(paths[-1], {"dev": tuple(zip(*dev))}, "dev metric", "epoch", "metric")
         paths.append(self.monitor.plot(os.path.join(folder, "grad_norm.png")))
         return paths
 

@@ -75,11 +75,11 @@ class TreeLSTM:
         self.b_x = pc.add_parameters((3 * H,), init="zeros", name=f"{prefix}.b_x")
         self.U = pc.add_parameters((5 * H, 2 * H), name=f"{prefix}.U")
         self.b = pc.add_parameters((5 * H,), init=bias, name=f"{prefix}.b")
-        self._graph = None  # the graph the parameter node ids below belong to
+        self._graph = None  # (a weak ref to) the graph the parameter node ids below belong to
 
     def _ids(self, g):
-        if self._graph is not g:
-            self._graph = g
+        if self._graph is not g.ref:  # weak: a block must not keep its last graph alive
+            self._graph = g.ref
             self._pids = tuple(g.param_node(p) for p in (self.W, self.b_x, self.U, self.b))
         return self._pids
 
@@ -138,7 +138,7 @@ class TreeLSTM:
         if X.shape != (leaves, self.input_dim):
             raise ValueError(errors.at(f"TreeLSTM: the tree has {leaves} leaves of input ({self.input_dim},), got "
                                        f"a sequence of shape {X.shape}"))
-        return Expression(g, g.add(R.TREE_LSTM_SCAN, (X.i,) + self._ids(g), (), shape, rows=len(shape)))
+        return Expression(g, g.add(R.TREE_LSTM_SCAN, (_node(g, X),) + self._ids(g), (), shape, rows=len(shape)))
 
     def __repr__(self):
         return f"TreeLSTM({self.input_dim} -> {self.hidden_dim})"

@@ -7,6 +7,10 @@ Two ways to write each model:
   Run under the strategies ``off``, ``depth`` and ``agenda``.
 - "seq": on the whole sentence (tree) as a sequence: a BiLSTM / LSTM / Tree-LSTM is one scan node per
   example, per-word layers and losses one node each (agenda).
+- "prim" (tree only): the Tree-LSTM written from primitives per tree node, as a DyNet user writes it
+  (dynet-benchmark's treenn: ``affine``, ``logistic``, ``tanh``, ``cmult`` per gate), with the parameters of
+  the DyNet peer (``bench/peers/dynet_models.py``): one forget gate per child reading that child's h. No fused
+  cell: this is the code every tree model without a hand-written block runs at (agenda).
 """
 import time
 
@@ -19,10 +23,10 @@ from bench.peers import tasks
 class System:
     """One model for ``task`` in one writing style (``seq`` or steps under ``strategy``)."""
 
-    def __init__(self, task, n_words, n_labels, seed=0, strategy="agenda", seq=True):
+    def __init__(self, task, n_words, n_labels, seed=0, strategy="agenda", seq=True, prim=False):
         dims = tasks.HYPER[task]
-        self.task, self.strategy, self.seq = task, strategy, seq
-        self.name = "autobatch-seq" if seq else f"autobatch-{strategy}"
+        self.task, self.strategy, self.seq, self.prim = task, strategy, seq, prim
+        self.name = "autobatch-seq" if seq else "autobatch-prim" if prim else f"autobatch-{strategy}"
         self.pc = pc = ab.ParameterCollection(seed=seed)
         E, H = dims["embed"], dims["hidden"]
         self.E = pc.add_lookup_parameters((n_words, E))
@@ -30,6 +34,12 @@ class System:
             self.rnn = ab.BiRNN(ab.LSTM(pc, E, H), ab.LSTM(pc, E, H))
             self.Hm = pc.add_parameters((dims["mlp"], 2 * H))
             self.O = pc.add_parameters((n_labels, dims["mlp"]))
+        elif task == "tree" and prim:
+            self.W = [pc.add_parameters((H, E)) for _ in "iou"]  # a leaf's gates read its word
+            self.U = [pc.add_parameters((H, 2 * H)) for _ in "iou"]  # an internal node's read [h_left; h_right]
+            self.F = [pc.add_parameters((H, H)) for _ in "lr"]  # the forget gate of each child reads its h
+            self.b = [pc.add_parameters((H,)) for _ in "iouf"]
+            self.O = pc.add_parameters((n_labels, H))
         elif task == "tree":
             self.tree = ab.TreeLSTM(pc, E, H)
             self.O = pc.add_parameters((n_labels, H))  # no output bias, as the peers and dynet-benchmark
@@ -41,7 +51,7 @@ class System:
 
     def loss(self, item):
         """One example's summed loss."""
-        return getattr(self, f"_{self.task}_{'seq' if self.seq else 'steps'}")(item)
+        return getattr(self, f"_{self.task}_{'seq' if self.seq else 'prim' if self.prim else 'steps'}")(item)
 
     def _tagger_seq(self, item):
         words, tags = item
@@ -67,6 +77,26 @@ class System:
             s = self.tree.leaf(self.E[int(w)]) if left < 0 else self.tree.compose(states[left], states[right])
             states.append(s)
             losses.append(ab.pick_neg_log_softmax(self.O @ s.h, int(label)))
+        return ab.esum(losses)
+
+    def _tree_prim(self, item):
+        (Wi, Wo, Wu), (Ui, Uo, Uu), (Fl, Fr), (bi, bo, bu, bf) = self.W, self.U, self.F, self.b
+        h, c, losses = [], [], []
+        for w, left, right, label in zip(item.words.tolist(), item.left.tolist(), item.right.tolist(),
+                                         item.labels.tolist()):
+            if w >= 0:  # a leaf
+                x = self.E[w]
+                i, o, u = ab.logistic(ab.affine(bi, Wi, x)), ab.logistic(ab.affine(bo, Wo, x)), ab.tanh(
+                    ab.affine(bu, Wu, x))
+                c.append(ab.cmult(i, u))
+            else:
+                e = ab.concat([h[left], h[right]])
+                i, o, u = ab.logistic(ab.affine(bi, Ui, e)), ab.logistic(ab.affine(bo, Uo, e)), ab.tanh(
+                    ab.affine(bu, Uu, e))
+                fl, fr = ab.logistic(ab.affine(bf, Fl, h[left])), ab.logistic(ab.affine(bf, Fr, h[right]))
+                c.append(ab.cmult(i, u) + ab.cmult(fl, c[left]) + ab.cmult(fr, c[right]))
+            h.append(ab.cmult(o, ab.tanh(c[-1])))
+            losses.append(ab.pick_neg_log_softmax(self.O @ h[-1], label))
         return ab.esum(losses)
 
     def _lm_seq(self, item):
@@ -101,7 +131,12 @@ class System:
 
 
 def make(task, n_words, n_labels=None, seed=0, style="seq"):
-    """``style``: "seq", or a strategy ("off", "depth", "agenda") for the step-by-step code."""
+    """``style``: "seq", "prim" (tree: the Tree-LSTM from primitives), or a strategy ("off", "depth",
+    "agenda") for the step-by-step code."""
     if style == "seq":
         return System(task, n_words, n_labels, seed, "agenda", True)
+    if style == "prim":
+        if task != "tree":
+            raise ValueError(f"autobatch-prim is the tree task's; the {task} task's per-word code is autobatch-agenda")
+        return System(task, n_words, n_labels, seed, "agenda", False, prim=True)
     return System(task, n_words, n_labels, seed, style, False)

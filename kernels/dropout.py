@@ -1,5 +1,6 @@
 """Inverted dropout with masks drawn before execution: each node brings its own uniforms in [0, 1) (``aux``,
-one array per node, drawn at build time), so the mask of an example never depends on how it was batched."""
+one array per node, drawn at build time), so the mask of an example never depends on how it was batched. A batch
+of sequences brings one array: every row's uniforms, packed like the rows (see ``executor.run_forward``)."""
 from . import backend
 
 
@@ -10,7 +11,8 @@ def keep_mask(u, p, dtype):
 
 def dropout(noise, x, *, p):
     """x * mask per item; ``x`` may be shared (DropConnect on a weight matrix), the result is batched."""
-    mask = keep_mask(backend.xp.stack(noise), p, x.dtype)
+    u = noise if hasattr(noise, "shape") else backend.xp.stack(noise)
+    mask = keep_mask(u, p, x.dtype)
     return x * mask, mask
 
 

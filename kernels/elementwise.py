@@ -111,3 +111,60 @@ def div(a, b):
 def div_vjp(g, y, a, b):
     gb = g / b
     return gb, -gb * y
+
+
+# ---- issue 10: abs, powers, trigonometric functions --------------------------------------------------------
+
+
+def abs_(x):
+    return backend.xp.abs(x)
+
+
+def abs_vjp(g, y, x):
+    return (g * backend.xp.sign(x),)
+
+
+def pow_const(x, *, p):
+    """x ** p for a Python-number constant p."""
+    return x ** p
+
+
+def pow_const_vjp(g, y, x, *, p):
+    return (g * p * x ** (p - 1),)
+
+
+def pow_(x, p):
+    """x ** p elementwise, both inputs expressions."""
+    return x ** p
+
+
+def pow_vjp(g, y, x, p):
+    # d/dp x**p = x**p log x, taken as 0 at x = 0 for p >= 0 (the limit; PyTorch's choice too). For x < 0 it is
+    # undefined and comes out NaN, which check_finite reports, rather than a made-up number.
+    xp = backend.xp
+    gp = g * y * xp.log(xp.where(x == 0, 1, x))
+    return g * p * x ** (p - 1), xp.where((x == 0) & (p >= 0), 0, gp)
+
+
+def sin(x):
+    return backend.xp.sin(x)
+
+
+def sin_vjp(g, y, x):
+    return (g * backend.xp.cos(x),)
+
+
+def cos(x):
+    return backend.xp.cos(x)
+
+
+def cos_vjp(g, y, x):
+    return (-g * backend.xp.sin(x),)
+
+
+def tan(x):
+    return backend.xp.tan(x)
+
+
+def tan_vjp(g, y, x):
+    return (g * (1 + y * y),)

@@ -30,6 +30,16 @@ def layout(lengths, reverse):
     return perm, sizes, order, prev
 
 
+def _device_layout(lengths, dirs):
+    """The layouts of ``dirs`` with every index array uploaded in ONE transfer: per direction ``perm`` (device),
+    ``sizes`` (host: it drives the loop), and, as device arrays, ``prev`` clamped at 0 and ``order``."""
+    layouts = [layout(lengths, r) for r in dirs]
+    _, sizes, order, prev = layouts[0]
+    D, n = len(dirs), len(prev)
+    packed = backend.to_device(np.concatenate([p for p, _, _, _ in layouts] + [np.maximum(prev, 0), order]))
+    return [packed[d * n:(d + 1) * n] for d in range(D)], sizes, packed[D * n:(D + 1) * n], packed[(D + 1) * n:]
+
+
 def _initial(v, order, size, dirs, width, dtype):
     """Initial states (dirs, sentences sorted, width): zeros (None), one shared vector, or a row per sentence;
     a vector holds the directions side by side."""
@@ -38,7 +48,7 @@ def _initial(v, order, size, dirs, width, dtype):
         return xp.zeros((dirs, size, width), dtype)
     if v.ndim == 1:
         return xp.repeat(v.reshape(dirs, 1, width), size, axis=1)
-    return v[xp.asarray(order)].reshape(size, dirs, width).transpose(1, 0, 2).copy()
+    return v[order].reshape(size, dirs, width).transpose(1, 0, 2).copy()
 
 
 def _sigmoid_(v):
@@ -62,8 +72,9 @@ def _from_oifg(src, dst, H):
 
 
 def _previous(V, first, prev, n0):
-    """Each time-major row's predecessor in its sentence: ``first`` for the first step's ``n0`` rows."""
-    out = V[:, np.maximum(prev, 0)]
+    """Each time-major row's predecessor in its sentence (``prev``, clamped at 0): ``first`` for the first
+    step's ``n0`` rows."""
+    out = V[:, prev]
     out[:, :n0] = first[:, :n0]
     return out
 
@@ -76,9 +87,7 @@ def lstm_scan(x, Wh, h0=None, c0=None, *, lengths, dirs):
     xp = backend.xp
     D, H = len(dirs), Wh.shape[1]
     B = len(lengths)
-    layouts = [layout(lengths, r) for r in dirs]
-    sizes, order, prev = layouts[0][1], layouts[0][2], layouts[0][3]
-    perms = [xp.asarray(p) for p, _, _, _ in layouts]
+    perms, sizes, prev, order = _device_layout(lengths, dirs)
     n = len(perms[0])
     A = xp.empty((D, n, 4 * H), x.dtype)  # time-major pre-activations, then activations, [o i f g]
     for d, p in enumerate(perms):
@@ -165,7 +174,7 @@ def _initial_grad(dv, order, shared):
     if shared:
         return per_sentence.sum(axis=0)
     out = backend.xp.empty_like(per_sentence)
-    out[backend.xp.asarray(order)] = per_sentence
+    out[order] = per_sentence
     return out
 
 
@@ -174,9 +183,7 @@ def rnn_scan(x, Wh, h0=None, *, lengths, dirs):
     each row's input part (W_x x_t + b) per direction side by side, Wh (H, H) per direction stacked."""
     xp = backend.xp
     D, H = len(dirs), Wh.shape[1]
-    layouts = [layout(lengths, r) for r in dirs]
-    sizes, order, prev = layouts[0][1], layouts[0][2], layouts[0][3]
-    perms = [xp.asarray(p) for p, _, _, _ in layouts]
+    perms, sizes, prev, order = _device_layout(lengths, dirs)
     n = len(perms[0])
     Hs = xp.empty((D, n, H), x.dtype)
     for d, p in enumerate(perms):
@@ -263,20 +270,23 @@ def tree_lstm_scan(shapes, x, W, bx, U, b, *, lengths):
     xp = backend.xp
     left, right, leaf_rows, leaf_input, levels = _tree_layout(shapes, lengths)
     n, H = len(left), U.shape[1] // 2
+    # Every index array of the batch (leaves, gate order, each level's nodes and children) in ONE upload.
+    host = [leaf_rows, leaf_input, _ifu(H)] + [a for nodes in levels for a in (nodes, left[nodes], right[nodes])]
+    ends = np.cumsum([len(a) for a in host]).tolist()
+    packed = backend.to_device(np.concatenate(host).astype(np.intp))
+    rows, leaf_input, order, *per_level = [packed[e - len(a):e] for a, e in zip(host, ends)]
     Hs, C, TC = (xp.empty((n, H), x.dtype) for _ in range(3))
-    rows = xp.asarray(leaf_rows)
-    A_leaf = x[xp.asarray(leaf_input)] @ W.T + bx
+    A_leaf = x[leaf_input] @ W.T + bx
     _sigmoid_(A_leaf[:, :2 * H])
     xp.tanh(A_leaf[:, 2 * H:], out=A_leaf[:, 2 * H:])
     c = A_leaf[:, :H] * A_leaf[:, 2 * H:]
     C[rows] = c
     TC[rows] = tc = xp.tanh(c)
     Hs[rows] = A_leaf[:, H:2 * H] * tc
-    order = xp.asarray(_ifu(H))
     UT, bo = xp.ascontiguousarray(U[order].T), b[order]
     saved = []
-    for nodes in levels:
-        nd, l, r = xp.asarray(nodes), xp.asarray(left[nodes]), xp.asarray(right[nodes])
+    for k in range(len(levels)):
+        nd, l, r = per_level[3 * k:3 * k + 3]
         kids = xp.concatenate([Hs[l], Hs[r]], axis=1)
         a = kids @ UT
         a += bo
@@ -290,7 +300,7 @@ def tree_lstm_scan(shapes, x, W, bx, U, b, *, lengths):
         C[nd], TC[nd] = c, tc
         Hs[nd] = a[:, H:2 * H] * tc
         saved.append((nd, l, r, kids, a, cl, cr))
-    return Hs, (rows, xp.asarray(leaf_input), A_leaf, C, TC, saved, order)
+    return Hs, (rows, leaf_input, A_leaf, C, TC, saved, order)
 
 
 def tree_lstm_scan_vjp(g, y, shapes, x, W, bx, U, b, *, lengths, res):

@@ -12,7 +12,7 @@ class SparseRows(namedtuple("SparseRows", "indices rows")):
 
 def input_(values, *, shape, dtype):
     """Stack the per-node arrays into one batch."""
-    return backend.xp.asarray(np.stack(values) if len(values) > 1 else values[0][None])
+    return backend.to_device(np.stack(values) if len(values) > 1 else values[0][None])
 
 
 def param(values, *, shape, dtype):
@@ -48,7 +48,7 @@ def concat(*xs, axis):
 
 
 def concat_vjp(g, y, *xs, axis):
-    ends = np.cumsum([x.shape[axis + 1] for x in xs])[:-1]
+    ends = np.cumsum([x.shape[axis + 1] for x in xs])[:-1].tolist()  # split points are host ints, even on CuPy
     return tuple(backend.xp.split(g, ends, axis=axis + 1))
 
 
@@ -63,8 +63,7 @@ def esum_vjp(g, y, x):
 
 def _segments(lengths):
     """Per row, the index of the example (sequence) it belongs to; rows of a batch of sequences are packed."""
-    xp = backend.xp
-    return xp.asarray(np.repeat(np.arange(len(lengths)), lengths))
+    return backend.to_device(np.repeat(np.arange(len(lengths)), lengths))
 
 
 def sum_elems(x, *, lengths=None):
@@ -92,7 +91,7 @@ def sequence_vjp(g, y, x):
 
 def _row_index(idx, lengths):
     starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
-    return backend.xp.asarray(starts) + idx
+    return backend.to_device(starts) + idx
 
 
 def pick_row(idx, x, *, lengths):

@@ -114,3 +114,22 @@ def test_nesting_is_refused(model):
     with pytest.raises(ExampleError) as info:
         batch_map(lambda x: batch_map(lambda y: y, [x]), [1])
     assert "cannot be nested" in str(info.value)
+
+
+@pytest.mark.parametrize("stop", [KeyboardInterrupt, SystemExit, GeneratorExit])
+def test_ctrl_c_and_exit_pass_through_unwrapped(model, stop):
+    """``except Exception`` around batch_map must not swallow Ctrl-C: only an Exception becomes ExampleError."""
+    started = []
+
+    def fn(x):
+        started.append(x)
+        program(model, (x, 5))  # suspends: the others are mid-flight when example 2 stops
+        if x == 2:
+            raise stop()
+        return x
+
+    ab.renew_cg()
+    with pytest.raises(stop) as info:
+        batch_map(fn, [1, 2, 3, 4])
+    assert type(info.value) is stop and started == [1, 2, 3, 4]
+    assert batch_map(lambda x: x + 1, [1, 2]) == [2, 3]  # the hook was restored and the others abandoned

@@ -14,7 +14,7 @@ def test_padded_baseline_equals_autobatch():
     loss = ab.esum([l for s in batch for l in model.sentence_loss(s)]) / len(batch)
     value = loss.value()
     loss.backward()
-    padded_value, padded_grads = PaddedRNN(*[p.data for p in model.pc.parameters()]).loss_and_grads(batch)
+    padded_value, padded_grads = PaddedRNN(*[p.value() for p in model.pc.parameters()]).loss_and_grads(batch)
     assert np.isclose(value, padded_value, rtol=1e-12)
     for p, g in zip(model.pc.parameters(), padded_grads):
         np.testing.assert_allclose(p.grad, g, rtol=1e-10, atol=1e-14)

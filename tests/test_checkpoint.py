@@ -10,6 +10,7 @@ from autobatch import checkpoint, data
 from autobatch.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
 from autobatch.optim import SGD, Adam, GradNormMonitor
 from autobatch.train import Trainer
+from kernels import backend
 
 
 class NoisyTagger:
@@ -57,16 +58,21 @@ def _same_run(a, b):
     assert a.step_losses == b.step_losses and a.step == b.step and a.epoch == b.epoch
     for name, st in a.optimizer.state.items():
         for k, v in st.items():
-            np.testing.assert_array_equal(v, b.optimizer.state[name][k])
+            np.testing.assert_array_equal(backend.asnumpy(v), backend.asnumpy(b.optimizer.state[name][k]))
+
+
+def _straight_and_first(tmp_path, epochs, first_epochs):
+    """A run of ``epochs`` epochs in ``tmp_path/a``, and one of ``first_epochs`` in ``tmp_path/b``."""
+    train, dev = _data()
+    straight = _trainer(NoisyTagger(), tmp_path / "a")
+    straight.fit(train, dev, epochs=epochs)
+    first = _trainer(NoisyTagger(), tmp_path / "b")
+    first.fit(train, dev, epochs=first_epochs)
+    return train, dev, straight
 
 
 def test_resume_continues_identically(tmp_path):
-    train, dev = _data()
-    straight = _trainer(NoisyTagger(), tmp_path / "a")
-    straight.fit(train, dev, epochs=4)
-
-    first = _trainer(NoisyTagger(), tmp_path / "b")
-    first.fit(train, dev, epochs=2)
+    train, dev, straight = _straight_and_first(tmp_path, 4, 2)
     second = _trainer(NoisyTagger(seed=99), tmp_path / "b")  # a fresh process would build a fresh model
     second.resume(str(tmp_path / "b" / "ckpt" / "last.npz"))
     assert second.epoch == 2 and second.monitor.threshold is not None
@@ -111,7 +117,8 @@ def test_keep_epochs_writes_one_checkpoint_per_epoch(tmp_path):
     m = NoisyTagger()
     t = Trainer(m.pc, m.loss, batch_size=8, checkpoint_dir=str(tmp_path), keep_epochs=True, progress=False)
     t.fit(train, epochs=3)
-    assert sorted(os.listdir(tmp_path)) == ["epoch_001.npz", "epoch_002.npz", "epoch_003.npz", "last.npz"]
+    assert sorted(os.listdir(tmp_path)) == ["epoch_001.npz", "epoch_002.npz", "epoch_003.npz", "last.npz",
+                                            "previous.npz"]
     np.testing.assert_array_equal(read_checkpoint(tmp_path / "epoch_003.npz")["params"]["V"], m.V.value())
 
 
@@ -249,3 +256,141 @@ def test_trainer_resume_errors(tmp_path):
     plain = Trainer(m.pc, m.loss, Adam(m.pc, lr=0.05), progress=False)
     with pytest.raises(ValueError, match="disagree on early stopping"):
         plain.resume(tmp_path / "ckpt" / "last.npz")
+
+
+# ---- killed writers, unreadable files, falling back, refusing without changing anything --------------------
+
+
+def _killed_mid_save(path, pc):
+    """Fork a child that starts ``save_checkpoint(path, pc)`` and is killed with SIGKILL half-way through
+    writing, as ``kill -9`` does; returns its temporary file's path and size."""
+    import signal
+
+    folder = os.path.dirname(path)
+    before = set(os.listdir(folder))
+    pid = os.fork()
+    if pid == 0:  # the child: never returns into pytest
+        try:
+            def half_then_die(f, arrays):
+                import io
+
+                buf = io.BytesIO()
+                np.savez(buf, **arrays)
+                f.write(buf.getvalue()[: len(buf.getvalue()) // 2])
+                f.flush()
+                os.kill(os.getpid(), signal.SIGKILL)
+
+            checkpoint._write_npz = half_then_die
+            save_checkpoint(path, pc, epoch=2)
+        finally:
+            os._exit(3)  # only reached if SIGKILL did not come
+    _, status = os.waitpid(pid, 0)
+    assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL
+    (tmp,) = set(os.listdir(folder)) - before
+    tmp = os.path.join(folder, tmp)
+    return tmp, os.path.getsize(tmp)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_temp_files_of_writers_killed_with_sigkill_are_removed_by_the_next_save(tmp_path):
+    pc = _collection()
+    path = str(tmp_path / "model.npz")
+    save_checkpoint(path, pc, epoch=1)
+    tmp, size = _killed_mid_save(path, pc)
+    assert size > 100 and os.path.basename(tmp).startswith(".model.npz.")
+    assert load_checkpoint(path, _collection(seed=3))["epoch"] == 1  # the last good one is intact
+    # the temporary file of another checkpoint that a living writer is writing: kept
+    with open(tmp_path / ".other.npz.1.0123abcd.tmp", "wb") as live:
+        import fcntl
+
+        fcntl.flock(live.fileno(), fcntl.LOCK_EX)
+        save_checkpoint(path, pc, epoch=2)
+        assert sorted(os.listdir(tmp_path)) == [".other.npz.1.0123abcd.tmp", "model.npz"]
+        assert checkpoint.remove_stale_temps(str(tmp_path)) == []  # its writer holds it
+    assert checkpoint.remove_stale_temps(str(tmp_path)) == [str(tmp_path / ".other.npz.1.0123abcd.tmp")]
+    assert load_checkpoint(path, _collection(seed=3))["epoch"] == 2
+    ab.ParameterCollection()
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_resume_removes_temp_files_of_killed_writers(tmp_path):
+    train, _ = _data()
+    m = NoisyTagger()
+    t = Trainer(m.pc, m.loss, batch_size=8, checkpoint_dir=str(tmp_path), progress=False)
+    t.fit(train, epochs=1)
+    tmp, _ = _killed_mid_save(str(tmp_path / "last.npz"), m.pc)
+    again = Trainer(NoisyTagger().pc, m.loss, batch_size=8, checkpoint_dir=str(tmp_path), progress=False)
+    again.fit(train, epochs=1, resume=True)  # nothing left to train: resuming alone cleans up
+    assert again.epoch == 1 and not os.path.exists(tmp) and os.listdir(tmp_path) == ["last.npz"]
+
+
+def test_unreadable_files_name_the_file_and_say_why(tmp_path):
+    pc = _collection()
+    good = open(save_checkpoint(tmp_path / "m.npz", pc, SGD(pc, lr=0.1), epoch=1), "rb").read()
+    flipped = bytearray(good)
+    flipped[len(good) // 3] ^= 0xFF
+    cases = {
+        "truncated": (good[: len(good) // 2], "the file was cut short"),
+        "short_by_ten": (good[:-10], "the file was cut short"),
+        "corrupt": (bytes(flipped), "fails its CRC-32 check"),
+        "text": (b"epoch 3, loss 0.5\n", "not an .npz \\(zip\\) archive \\(it starts with b'epoc'\\)"),
+        "empty": (b"", "the file is empty"),
+    }
+    for name, (content, why) in cases.items():
+        path = tmp_path / f"{name}.npz"
+        path.write_bytes(content)
+        with pytest.raises(checkpoint.CheckpointError, match=why) as e:
+            load_checkpoint(path, pc)
+        assert str(path) in str(e.value) and "allow_pickle" not in str(e.value)
+        assert isinstance(e.value, ValueError)
+    ab.ParameterCollection()
+
+
+def test_resume_falls_back_to_the_previous_checkpoint_and_keeps_one(tmp_path):
+    train, dev, straight = _straight_and_first(tmp_path, 3, 2)
+    ckpt = tmp_path / "b" / "ckpt"
+    assert sorted(os.listdir(ckpt)) == ["last.npz", "previous.npz"]
+    assert read_checkpoint(ckpt / "previous.npz")["extra"]["trainer"]["epoch"] == 1
+    last = (ckpt / "last.npz").read_bytes()
+    (ckpt / "last.npz").write_bytes(last[: len(last) // 2])  # e.g. a copy cut short
+    again = _trainer(NoisyTagger(seed=5), tmp_path / "b")
+    with pytest.warns(RuntimeWarning, match=r"last.npz is not a readable checkpoint: .*cut short; resuming "
+                                            r"from .*previous.npz instead"):
+        again.fit(train, dev, epochs=2, resume=True)
+    # the unreadable last.npz was overwritten by epoch 2, never kept as previous.npz (epoch 1's stays)
+    assert read_checkpoint(ckpt / "last.npz")["extra"]["trainer"]["epoch"] == 2
+    assert read_checkpoint(ckpt / "previous.npz")["extra"]["trainer"]["epoch"] == 1
+    again.fit(train, dev, epochs=3)
+    _same_run(straight, again)  # epoch 2 run again from epoch 1's checkpoint: the same run
+    assert read_checkpoint(ckpt / "previous.npz")["extra"]["trainer"]["epoch"] == 2
+    (ckpt / "previous.npz").write_bytes(b"junk")
+    (ckpt / "last.npz").write_bytes(b"")
+    with pytest.raises(checkpoint.CheckpointError, match=r"no checkpoint to resume from can be read: .*last.npz "
+                                                         r"is not a readable checkpoint.*previous.npz is not a "
+                                                         r"checkpoint"):
+        _trainer(NoisyTagger(), tmp_path / "b").fit(train, dev, epochs=4, resume=True)
+
+
+def test_a_refused_resume_leaves_model_and_optimiser_untouched(tmp_path):
+    train, dev = _data()
+    with_dev = _trainer(NoisyTagger(), tmp_path)
+    with_dev.fit(train, dev, epochs=1)  # its checkpoint holds an early-stopping state
+    m = NoisyTagger(seed=7)
+    plain = Trainer(m.pc, m.loss, Adam(m.pc, lr=0.05), batch_size=6, progress=False,
+                    checkpoint_dir=str(tmp_path / "ckpt"))
+    plain.train_batch(train[:6])  # some optimiser state of its own
+    params = {p.name: p.value() for p in m.pc.parameters()}
+    opt = plain.optimizer.state_dict()
+    loop = plain.state_dict()
+    for attempt in (lambda: plain.resume(tmp_path / "ckpt" / "last.npz"), lambda: plain.fit(train, epochs=3,
+                                                                                            resume=True)):
+        with pytest.raises(ValueError, match="disagree on early stopping"):
+            attempt()
+        for p in m.pc.parameters():
+            np.testing.assert_array_equal(p.value(), params[p.name])
+        after = plain.optimizer.state_dict()
+        assert after["hyper"] == opt["hyper"] and sorted(after["state"]) == sorted(opt["state"])
+        for name, st in opt["state"].items():
+            for k, v in st.items():
+                np.testing.assert_array_equal(after["state"][name][k], v)
+        assert plain.step == loop["step"] == 1 and plain.epoch == 0

@@ -18,9 +18,6 @@ except Exception:  # the rest of the package may be mid-edit; data.py stands alo
     sys.modules[_spec.name] = data  # dataclasses look their module up here
     _spec.loader.exec_module(data)
 
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-
-
 # --------------------------------------------------------------------------- Vocab
 
 
@@ -361,15 +358,8 @@ def test_minibatches_sort_by_groups_similar_items():
 # --------------------------------------------------------------------------- real data (dev splits only)
 
 
-def _real(*parts):
-    p = SHARED_DATA.joinpath(*parts)
-    if not p.exists():
-        pytest.skip(f"real data not found at {p}")
-    return p
-
-
-def test_real_ewt_dev_counts():
-    sents = data.read_conllu(_real("ud-english-ewt", "en_ewt-ud-dev.conllu"))
+def test_real_ewt_dev_counts(real_data):
+    sents = data.read_conllu(real_data("ud-english-ewt", "en_ewt-ud-dev.conllu"))
     assert len(sents) == 2001
     assert sum(len(s) for s in sents) == 25147
     assert len({t for s in sents for t in s.upos}) == 17
@@ -377,8 +367,8 @@ def test_real_ewt_dev_counts():
         assert sum(h == 0 for h in s.heads) == 1 and all(0 <= h <= len(s) for h in s.heads)
 
 
-def test_real_sst_dev_counts_and_round_trip():
-    path = _real("sst-trees", "dev.txt")
+def test_real_sst_dev_counts_and_round_trip(real_data):
+    path = real_data("sst-trees", "dev.txt")
     trees = data.read_sst(path)
     assert len(trees) == 1101
     assert sum(len(t.leaves()) for t in trees) == 21274
@@ -388,9 +378,24 @@ def test_real_sst_dev_counts_and_round_trip():
     assert [str(t) for t in trees] == lines
 
 
-def test_real_ptb_valid_counts():
-    path = _real("ptb-lm", "ptb.valid.txt")
+def test_real_ptb_valid_counts(real_data):
+    path = real_data("ptb-lm", "ptb.valid.txt")
     sents = data.read_lm(path)
     text = path.read_text(encoding="utf-8")
     assert len(sents) == 3370
     assert sum(len(s) for s in sents) == len(text.split()) == 70390
+
+
+def test_autobatch_data_points_the_tests_at_the_data(monkeypatch, tmp_path):
+    conftest = Path(__file__).with_name("conftest.py")
+
+    def data_root():
+        spec = importlib.util.spec_from_file_location("conftest_probe", conftest)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module.DATA
+
+    monkeypatch.setenv("AUTOBATCH_DATA", str(tmp_path))
+    assert data_root() == tmp_path
+    monkeypatch.delenv("AUTOBATCH_DATA")  # the default: ../shared/data beside the repository
+    assert data_root() == Path(__file__).resolve().parents[2] / "shared" / "data"

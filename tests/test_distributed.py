@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -134,12 +135,14 @@ MPIRUN, WHY_NOT = _find_mpirun()
 needs_mpi = pytest.mark.skipif(MPIRUN is None, reason=str(WHY_NOT))
 
 
-def mpirun(*argv, timeout=120):
-    """``mpirun -n 2 <this python> argv...`` on loopback, bounded by ``timeout`` seconds."""
+def mpirun(*argv, timeout=120, **env_vars):
+    """``mpirun -n 2 <this python> argv...`` on loopback, bounded by ``timeout`` seconds, with ``env_vars``
+    added to the environment."""
     version = subprocess.run([MPIRUN, "--version"], capture_output=True, text=True, timeout=30).stdout
     flags = ["--oversubscribe", "--allow-run-as-root"] if "Open MPI" in version else []
     env = dict(os.environ, OPENBLAS_NUM_THREADS="1",  # two ranks on a shared machine: no BLAS threads
-               PATH=os.path.dirname(MPIRUN) + os.pathsep + os.environ.get("PATH", ""))  # mpirun's helpers
+               PATH=os.path.dirname(MPIRUN) + os.pathsep + os.environ.get("PATH", ""),  # mpirun's helpers
+               **env_vars)
     return subprocess.run([MPIRUN, *flags, "-n", "2", sys.executable, *argv], capture_output=True, text=True,
                           timeout=timeout, env=env, cwd=ROOT)
 
@@ -156,6 +159,33 @@ def test_a_failing_rank_stops_the_job_with_a_clear_error():
     r = mpirun(str(SCRIPT), "fail")
     assert r.returncode != 0
     assert "rank 1 of 2 failed" in r.stderr and "rank 1 met a bad example" in r.stderr
+
+
+@needs_mpi
+def test_a_frozen_rank_ends_the_job_at_the_collective_deadline():
+    # rank 1 stops itself with SIGSTOP: without a deadline rank 0 waits in its next collective forever
+    t0 = time.monotonic()
+    r = mpirun(str(SCRIPT), "freeze", timeout=90, AUTOBATCH_MPI_TIMEOUT="2")
+    assert r.returncode != 0
+    assert "rank 1 of 2 did not answer within 2 s" in r.stderr, r.stdout + r.stderr
+    assert time.monotonic() - t0 < 60
+
+
+def test_the_collective_deadline_is_configurable(monkeypatch):
+    from autobatch.distributed import TIMEOUT, collective_timeout
+
+    monkeypatch.delenv("AUTOBATCH_MPI_TIMEOUT", raising=False)
+    assert collective_timeout() == TIMEOUT > 0  # on by default
+    assert collective_timeout(5) == 5.0 and collective_timeout(0) is None
+    for text, expected in (("30", 30.0), ("0.5", 0.5), ("off", None), ("0", None), ("none", None)):
+        monkeypatch.setenv("AUTOBATCH_MPI_TIMEOUT", text)
+        assert collective_timeout() == expected
+    assert collective_timeout(7) == 7.0  # an explicit timeout wins over the environment
+    monkeypatch.setenv("AUTOBATCH_MPI_TIMEOUT", "soon")
+    with pytest.raises(ValueError, match="AUTOBATCH_MPI_TIMEOUT must be a number of seconds"):
+        collective_timeout()
+    with pytest.raises(ValueError, match="must be >= 0 seconds"):
+        collective_timeout(-1)
 
 
 @needs_mpi

@@ -26,6 +26,7 @@ class MLP:
     def __init__(self, config, seed):
         self.pc = ab.ParameterCollection(seed=seed)
         self.hidden, self.nan = config.get("hidden", 8), config.get("nan", False)
+        self.dropout = config.get("dropout", 0.0)
         classes = config.get("classes", 2)
         if self.hidden:
             self.W = self.pc.add_parameters((self.hidden, 2), name="W")
@@ -37,7 +38,7 @@ class MLP:
     def logits(self, x):
         h = ab.input_tensor(x)
         if self.hidden:
-            h = ab.tanh(ab.affine(self.b, self.W, h))
+            h = ab.dropout(ab.tanh(ab.affine(self.b, self.W, h)), self.dropout)
         return ab.affine(self.c, self.V, h)
 
     def loss(self, ex):
@@ -144,3 +145,70 @@ def test_ensemble_errors():
         cv_search(MLP, [], xor(10, 0))
     with pytest.raises(ValueError, match="no configuration of the search has a finite score"):
         top_k_ensemble(MLP, [SearchResult({"nan": True}, float("nan"))], xor(10, 0))
+
+
+class Spy(MLP):
+    """An MLP with dropout that records ``ab.training()`` whenever it builds its output (and can fail there)."""
+
+    def __init__(self, config, seed):
+        super().__init__(dict(config, dropout=0.5), seed)
+        self.modes, self.fail = [], False
+
+    def probs(self, x):
+        self.modes.append(ab.training())
+        if self.fail:
+            raise RuntimeError("probs failed")
+        return super().probs(x)
+
+
+def test_evaluation_runs_with_dropout_off_and_restores_the_mode():
+    xs = [x for x, _ in xor(30, 0)]
+    model = Spy({"hidden": 16}, 0)
+    ens = Ensemble([model])
+    first, second = ens.predict_proba(xs), ens.predict_proba(xs)
+    for a, b in zip(first, second):  # dropout at p=0.5 would make every call differ
+        np.testing.assert_array_equal(a, b)
+    assert set(model.modes) == {False} and ab.training()
+    accuracy(ens, xor(10, 1))  # the ensemble's accuracy evaluates through predict_proba
+    assert set(model.modes) == {False} and ab.training()
+    with ab.train_mode():  # deterministic=False keeps the mode in force: Monte Carlo dropout
+        mc = ens.predict_proba(xs[:5], deterministic=False), ens.predict_proba(xs[:5], deterministic=False)
+    assert not np.array_equal(mc[0][0], mc[1][0]) and model.modes[-1] is True
+    model.fail = True
+    with pytest.raises(RuntimeError, match="probs failed"):
+        ens.predict_proba(xs)
+    assert ab.training()  # restored on the way out of the exception too
+    with ab.eval_mode():  # a mode set by the caller survives the evaluation
+        model.fail = False
+        ens.predict_proba(xs[:2])
+        assert not ab.training()
+    assert ab.training()
+
+
+def test_eval_and_train_mode_are_plain_calls_and_context_managers():
+    assert ab.training()
+    ab.eval_mode()
+    assert not ab.training()
+    with ab.train_mode():
+        assert ab.training()
+    assert not ab.training()
+    ab.train_mode()
+    assert ab.training()
+    with pytest.raises(KeyError):
+        with ab.eval_mode():
+            assert not ab.training()
+            raise KeyError("inside")
+    assert ab.training()
+
+
+def test_seed_ensemble_and_search_score_in_eval_mode():
+    seen = []  # the mode every score call saw: the dev scores during fit, and the held-out folds
+
+    def score(model, examples):
+        seen.append(ab.training())
+        return accuracy(model, examples)
+
+    seed_ensemble(Spy, {"hidden": 4}, xor(20, 0), seeds=(0,), dev=xor(10, 1), score=score, max_workers=1,
+                  epochs=2, batch_size=10)
+    cv_search(Spy, [{"hidden": 4}], xor(20, 0), folds=2, score=score, max_workers=1, epochs=1, batch_size=10)
+    assert len(seen) == 2 + 2 and not any(seen) and ab.training()

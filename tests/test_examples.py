@@ -5,7 +5,7 @@ finishes. Also the models' batched prediction, the SST reader's no-break spaces,
 every error message the examples add."""
 import json
 import math
-from pathlib import Path
+import re
 
 import numpy as np
 import pytest
@@ -14,7 +14,6 @@ import autobatch as ab
 from autobatch import data
 from autobatch.examples import lm, tagger, treelstm
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 SMALL = ["--embed", "16", "--hidden", "16", "--seed", "0"]
 
 
@@ -30,6 +29,7 @@ def run(module, argv, capsys):
     lines = capsys.readouterr().out.strip().splitlines()
     assert json.loads(lines[-1]) == metrics
     assert any(line.startswith("epoch ") and ": train loss" in line for line in lines)
+    run.lines = lines
     return metrics
 
 
@@ -56,25 +56,32 @@ def test_lm_perplexity_falls_below_the_unigram_one(capsys):
                          "--lr", "0.02", "--vocab", "60"], capsys)
     assert {"dev_perplexity", "unigram_perplexity", "train_sents_per_s", "best_epoch"} <= set(m)
     assert m["dev_perplexity"] < 0.9 * m["unigram_perplexity"]
+    # the loss per token (not per longest sentence) and its perplexity, logged and printed every epoch
+    assert len(m["train_loss_per_token"]) == len(m["train_perplexity"]) == m["epochs"]
+    for loss, per_token, ppl in zip(m["train_loss"], m["train_loss_per_token"], m["train_perplexity"]):
+        assert per_token < loss / 3 and ppl == pytest.approx(math.exp(per_token), rel=1e-4)
+    epochs = [line for line in run.lines if line.startswith("epoch ")]
+    assert len(epochs) == m["epochs"]
+    printed = re.search(r"train loss [\d.]+ per minibatch \(sum / longest example\), ([\d.]+) per token "
+                        r"\(perplexity ([\d.]+)\)", epochs[-1])
+    assert float(printed[1]) == pytest.approx(m["train_loss_per_token"][-1], abs=1e-4)
+    assert float(printed[2]) == pytest.approx(m["train_perplexity"][-1], abs=0.01)
 
 
 @pytest.mark.parametrize("module,folder,key", [(tagger, "ud-english-ewt", "dev_accuracy"),
                                                (treelstm, "sst-trees", "dev_root_accuracy"),
                                                (lm, "ptb-lm", "dev_perplexity")])
-def test_real_data_parses_and_a_short_run_finishes(module, folder, key, capsys):
-    if not (DATA / folder).is_dir():
-        pytest.skip(f"{DATA / folder} is not here")
-    m = run(module, SMALL + ["--data", str(DATA / folder), "--epochs", "1", "--max-train", "200",
+def test_real_data_parses_and_a_short_run_finishes(module, folder, key, capsys, real_data):
+    path = real_data(folder)
+    m = run(module, SMALL + ["--data", str(path), "--epochs", "1", "--max-train", "200",
                              "--max-dev", "50", "--batch-size", "50"], capsys)
-    assert m["epochs"] == 1 and m["data"] == str(DATA / folder) and math.isfinite(m[key])
+    assert m["epochs"] == 1 and m["data"] == str(path) and math.isfinite(m[key])
     assert m.get("train_sentences", m.get("train_trees")) == 200
 
 
-def test_lm_vocabulary_is_ptbs_whole_one_under_max_train(capsys):
-    if not (DATA / "ptb-lm").is_dir():
-        pytest.skip("PTB is not here")
+def test_lm_vocabulary_is_ptbs_whole_one_under_max_train(capsys, real_data):
     args = lm.common_parser("", epochs=1, batch_size=1, lr=1.0, embed=1, hidden=1, max_train=1, max_dev=1)
-    args = args.parse_args(["--data", str(DATA / "ptb-lm"), "--max-train", "3", "--max-dev", "2"])
+    args = args.parse_args(["--data", str(real_data("ptb-lm")), "--max-train", "3", "--max-dev", "2"])
     train, dev, vocab_text = lm.load(args)
     assert len(train) == 3 and len(dev) == 2 and len(vocab_text) == 42068
     assert all(s in vocab_text for s in train)

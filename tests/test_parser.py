@@ -1,6 +1,6 @@
 """The batch_map demonstration: an arc-standard parser whose decoding reads values and branches on them."""
 import json
-from pathlib import Path
+import re
 
 import numpy as np
 import pytest
@@ -10,7 +10,6 @@ from autobatch import data
 from autobatch.batch_map import batch_map
 from autobatch.examples import parser as P
 
-EWT = Path(__file__).resolve().parents[2] / "shared" / "data" / "ud-english-ewt"
 
 
 def test_projectivity():
@@ -58,18 +57,38 @@ def test_decoding_batches_bounded_by_the_longest_sentence(model):
     assert ab.graph_stats()["forward_batches"] <= per_decision * decisions + 20
 
 
-def test_training_lowers_the_loss_and_main_reports(capsys):
-    out = P.main(["--epochs", "3", "--max-train", "80", "--max-dev", "20", "--embed", "16", "--hidden", "16",
-                  "--decode-sentences", "10", "--batch-size", "16"])
-    last = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+def test_training_learns_the_dev_sets_language_and_main_reports(capsys):
+    # The synthetic dev set is drawn from the training set's generator: a dev set of another seed is another
+    # "language" (other tags head other tags), on which dev UAS fell below the baseline as the loss fell.
+    out = P.main(["--epochs", "4", "--max-train", "120", "--max-dev", "30", "--embed", "16", "--hidden", "16",
+                  "--decode-sentences", "5", "--batch-size", "8", "--lr", "0.01"])
+    lines = capsys.readouterr().out.strip().splitlines()
+    last = json.loads(lines[-1])
     assert last == out
+    assert re.fullmatch(r"synthetic: 120 train \(0 non-projective left out\) / 30 dev sentences, \d+ train words, "
+                        r"\d+ word types, \d+ tags; (left|right)-neighbour-head dev UAS 0\.\d{4}", lines[0])
     assert last["train_loss"][-1] < last["train_loss"][0]
-    assert 0 <= last["dev_uas"] <= 1 and last["same_trees"] is True
+    assert 0 < last["dev_neighbour_baseline"] < 1 and last["baseline_side"] in ("left", "right")
+    assert last["dev_uas"] > last["dev_neighbour_baseline"] + 0.1
+    assert last["same_trees"] is True and last["data"] == "synthetic"
     assert set(last["decode_sents_per_s"]) == {"map", "dynet_style", "batch_map"}
 
 
-@pytest.mark.skipif(not EWT.exists(), reason="UD English EWT not found beside the repository")
-def test_runs_on_ewt(capsys):
-    out = P.main(["--data", str(EWT), "--epochs", "1", "--max-train", "60", "--max-dev", "20", "--embed", "16",
+def test_synthetic_train_and_dev_come_from_one_generator():
+    args = P.common_parser("", epochs=1, batch_size=1, lr=1.0, embed=1, hidden=1, max_train=1,
+                           max_dev=1).parse_args(["--max-train", "30", "--max-dev", "10", "--seed", "3"])
+    train, dev, dropped = P.load(args)
+    whole = data.synthetic_tagging(40, vocab_size=1000, seed=3)
+    assert dropped == 0 and train == whole[:30] and dev == whole[30:]
+
+
+def test_the_neighbour_baseline():
+    assert P.neighbour_heads(3, -1) == [0, 1, 2] and P.neighbour_heads(3, 1) == [2, 3, 0]
+    train = [[2, 3, 0], [2, 0]]  # right-branching
+    assert P.neighbour_baseline(train, [[2, 0, 2]]) == ("right", 1 / 3)
+
+
+def test_runs_on_ewt(capsys, real_data):
+    out = P.main(["--data", str(real_data("ud-english-ewt")), "--epochs", "1", "--max-train", "60", "--max-dev", "20", "--embed", "16",
                   "--hidden", "16", "--decode-sentences", "8"])
     assert out["train_sentences"] > 40 and out["dev_sentences"] == 20

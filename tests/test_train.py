@@ -202,3 +202,40 @@ def test_trainer_stops_on_non_finite_loss_or_gradient(pc64):
     inf_grad = Trainer(pc64, lambda x: ab.sqrt(w * x), progress=False)  # d sqrt(u) / du at u = 0
     with pytest.raises(FloatingPointError, match="epoch 1, step 1: the gradient norm is inf"):
         inf_grad.fit([1.0], epochs=1)
+
+
+def test_evaluate_runs_in_eval_mode_and_the_mode_is_restored():
+    train, dev = tagging_data(12, 4)
+    m = Tagger()
+    seen = []
+
+    def evaluate(d):
+        seen.append(ab.training())
+        if len(seen) == 3:
+            raise KeyError("evaluation failed")
+        return 0.5
+
+    t = Trainer(m.pc, m.loss, batch_size=4, evaluate=evaluate, progress=False)
+    t.fit(train, dev, epochs=2)
+    assert seen == [False, False] and ab.training()
+    with pytest.raises(KeyError, match="evaluation failed"):
+        t.fit(train, dev, epochs=3)
+    assert ab.training()  # restored although evaluate raised
+    seen.clear()
+    Trainer(m.pc, m.loss, batch_size=4, evaluate=lambda d: seen.append(ab.training()) or 0.5, progress=False,
+            deterministic_eval=False).fit(train, dev, epochs=1)
+    assert seen == [True]
+
+
+def test_the_log_has_the_loss_per_token_as_well_as_the_normalised_loss(tmp_path):
+    train = tagging_data(20)
+    m = Tagger(dim=4)
+    t = Trainer(m.pc, m.loss, SGD(m.pc, lr=0.0), batch_size=5, progress=False, log_path=str(tmp_path / "log"))
+    t.fit(train, epochs=1)  # lr 0: every step sees the same parameters, so the per-token loss can be recomputed
+    ab.renew_cg()
+    per_token = [x.value() for ex in train for x in m.loss(ex)]
+    record = json.loads((tmp_path / "log").read_text().splitlines()[-1])
+    assert record["train_tokens"] == sum(len(w) for w, _ in train) == len(per_token)
+    assert record["train_loss_per_token"] == pytest.approx(float(np.mean(per_token)), rel=1e-5)
+    # the normalised loss (by each minibatch's longest sentence) is another number, larger per step
+    assert record["train_loss"] > 2 * record["train_loss_per_token"]

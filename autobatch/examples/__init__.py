@@ -14,6 +14,7 @@ command line. This module holds what the three share: the common flags and the t
 """
 import argparse
 import json
+import math
 import os
 import sys
 import time
@@ -110,14 +111,18 @@ def subset(items, n):
     return [items[i] for i in keep.tolist()]
 
 
-def train_model(model, train, dev, evaluate, args, *, metric, mode="max", unit="examples"):
+def train_model(model, train, dev, evaluate, args, *, metric, mode="max", unit="examples", perplexity=None):
     """Train ``model`` (``pc`` and ``loss(example)``) with ``autobatch.Trainer`` and the common flags: Adam,
     gradient norm clipped at ``--clip``, the minibatch loss normalised by its longest example, early stopping on
-    ``evaluate(dev)`` (named ``metric``; ``mode`` says whether higher is better) with the best parameters
-    restored, optional checkpoints and log. Prints one line per epoch; returns the Trainer and a summary (the
-    best dev metric, epochs, per-epoch training loss, training seconds, ``train_<unit>_per_s``, ``ranks`` and
+    ``evaluate(dev)`` (named ``metric``; ``mode`` says whether higher is better; run with dropout off) with the
+    best parameters restored, optional checkpoints and log. Prints one line per epoch: the training loss as the
+    optimiser saw it (each minibatch's sum over its longest example's length) and per token, with its
+    perplexity when ``perplexity`` (default: when ``metric`` is a perplexity). Returns the Trainer and a summary (the best dev metric, epochs, per-epoch
+    training loss and loss per token (and perplexity), training seconds, ``train_<unit>_per_s``, ``ranks`` and
     ``allreduce_bytes_per_step``: the mean bytes this rank sent per gradient sync, 0 in one process). With
     ``--distributed`` (``args.comm`` set by ``check_args``) the Trainer is data-parallel over the job's ranks."""
+    if perplexity is None:
+        perplexity = "perplexity" in metric
     comm = getattr(args, "comm", None) or Communicator()
     dp = DataParallel(model.pc, comm) if getattr(args, "distributed", False) else None
     trainer = None
@@ -127,8 +132,11 @@ def train_model(model, train, dev, evaluate, args, *, metric, mode="max", unit="
         seconds = time.perf_counter() - mark[0]
         losses = trainer.step_losses[mark[1]:]
         value = evaluate(examples)
-        print(f"epoch {trainer.epoch}: train loss {sum(losses) / max(1, len(losses)):.4f}, "
-              f"{len(train) / seconds:.0f} {unit}/s; {metric} {value:.4f}", flush=True)
+        per_token = trainer.epoch_loss_per_token
+        ppl = f" (perplexity {math.exp(min(per_token, 700)):.2f})" if perplexity else ""
+        print(f"epoch {trainer.epoch}: train loss {sum(losses) / max(1, len(losses)):.4f} per minibatch (sum / longest example), "
+              f"{per_token:.4f} per token{ppl}, {len(train) / seconds:.0f} {unit}/s; {metric} {value:.4f}",
+              flush=True)
         mark[:] = time.perf_counter(), trainer.step
         return value
 
@@ -143,11 +151,14 @@ def train_model(model, train, dev, evaluate, args, *, metric, mode="max", unit="
         "best_epoch": trainer.stopper.best_epoch,
         "epochs": trainer.epoch,
         "train_loss": [round(r["train_loss"], 6) for r in history],
+        "train_loss_per_token": [round(r["train_loss_per_token"], 6) for r in history],
         "train_seconds": round(seconds, 3),
         f"train_{unit}_per_s": round(len(train) * len(history) / seconds, 2) if seconds > 0 else None,
         "ranks": comm.size,
         "allreduce_bytes_per_step": 0 if dp is None else round(dp.bytes_per_sync()),
     }
+    if perplexity:
+        summary["train_perplexity"] = [round(math.exp(min(r["train_loss_per_token"], 700)), 3) for r in history]
     return trainer, summary
 
 

@@ -6,8 +6,9 @@ operations still batch.
     python -m autobatch.examples.parser                                        # synthetic treebank
     python -m autobatch.examples.parser --data ../shared/data/ud-english-ewt   # UD English EWT (heads: column 7)
 
-Prints one line per epoch, then a JSON object with the dev unlabelled attachment score (every token counts,
-punctuation too) and greedy decoding speed three ways: one sentence per graph (``map``), all sentences in one
+Prints a header with the data and a baseline (every word attached to its neighbour on the side that scores
+better on the training set), one line per epoch, then a JSON object with the dev unlabelled attachment score
+(every token counts, punctuation too), the baseline's, and greedy decoding speed three ways: one sentence per graph (``map``), all sentences in one
 graph with value() calls as they come (DyNet's way: each call runs only that sentence's nodes) and
 ``batch_map``.
 """
@@ -166,14 +167,35 @@ def decoding_speed(model, examples, repeats=3):
 
 
 def load(args):
-    """Train and dev sentences (projective training trees only: the static oracle needs them)."""
+    """Train and dev sentences (projective training trees only: the static oracle needs them), and how many
+    non-projective training trees were left out. Synthetic train and dev sentences come from ONE generator:
+    a seed makes a "language" (which tags head which), so a dev set of another seed is another language."""
     if args.data:
         train = data.read_conllu(split_file(args.data, "*-ud-train.conllu"), max_sentences=args.max_train)
         dev = data.read_conllu(split_file(args.data, "*-ud-dev.conllu"), max_sentences=args.max_dev)
     else:
-        train = data.synthetic_tagging(args.max_train or 400, vocab_size=1000, seed=args.seed)
-        dev = data.synthetic_tagging(args.max_dev or 100, vocab_size=1000, seed=args.seed + 1)
-    return [s for s in train if projective(s.heads)], dev
+        n_train, n_dev = args.max_train or 400, args.max_dev or 100
+        sents = data.synthetic_tagging(n_train + n_dev, vocab_size=1000, seed=args.seed)
+        train, dev = sents[:n_train], sents[n_train:]
+    kept = [s for s in train if projective(s.heads)]
+    return kept, dev, len(train) - len(kept)
+
+
+def neighbour_heads(n, side):
+    """Every word's head is its neighbour on ``side`` (-1: left, +1: right); the word at that end heads the
+    sentence (head 0)."""
+    return [i + side if 1 <= i + side <= n else 0 for i in range(1, n + 1)]
+
+
+def neighbour_baseline(train, dev):
+    """The adjacent-head baseline: the side (``"left"`` or ``"right"``) whose neighbour is more often the
+    head in ``train``, and the dev attachment score of attaching every word there (lists of heads each)."""
+    def score(trees, side):
+        right = sum(int(p == g) for heads in trees for p, g in zip(neighbour_heads(len(heads), side), heads))
+        return right / max(1, sum(map(len, trees)))
+
+    side = max((-1, 1), key=lambda k: score(train, k))
+    return ("left" if side < 0 else "right"), score(dev, side)
 
 
 def main(argv=None):
@@ -182,17 +204,22 @@ def main(argv=None):
     ap.add_argument("--decode-sentences", type=int, default=64, help="dev sentences for the speed comparison")
     args = ap.parse_args(argv)
     check_args(ap, args)
-    train, dev = load(args)
+    train, dev, dropped = load(args)
     words = data.Vocab.build([s.words for s in train], min_count=2)
     tags = data.Vocab.build([s.upos for s in train + dev], unk=None)
     model = Parser(words, tags, embed=args.embed, hidden=args.hidden, seed=args.seed)
     train_x, dev_x = [model.encode(s) for s in train], [model.encode(s) for s in dev]
+    side, baseline = neighbour_baseline([s.heads for s in train], [s.heads for s in dev])
+    print(f"{'EWT' if args.data else 'synthetic'}: {len(train)} train ({dropped} non-projective left out) / "
+          f"{len(dev)} dev sentences, {sum(len(s.words) for s in train)} train words, {len(words)} word types, "
+          f"{len(tags)} tags; {side}-neighbour-head dev UAS {baseline:.4f}", flush=True)
     _, summary = train_model(model, train_x, dev_x, lambda xs: attachment_score(model, xs), args, metric="dev_uas",
                              unit="sents")
     speeds, heads = decoding_speed(model, dev_x[:args.decode_sentences])
     summary.update(decode_sents_per_s=speeds, batch_map_vs_map=round(speeds["batch_map"] / speeds["map"], 2),
                    same_trees=heads["batch_map"] == heads["map"] == heads["dynet_style"],
-                   train_sentences=len(train_x), dev_sentences=len(dev_x))
+                   dev_neighbour_baseline=baseline, baseline_side=side, train_sentences=len(train_x),
+                   dev_sentences=len(dev_x), non_projective_left_out=dropped, data=args.data or "synthetic")
     return emit(summary)
 
 

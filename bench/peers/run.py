@@ -29,7 +29,7 @@ import time
 from bench.peers import tasks
 
 SYSTEMS = ("torch", "torch-dense", "dynet", "dynet-batched", "numpy",
-           "autobatch-seq", "autobatch-agenda", "autobatch-depth", "autobatch-off")
+           "autobatch-seq", "autobatch-agenda", "autobatch-prim", "autobatch-depth", "autobatch-off")
 
 
 def make_system(system, task, n_words, n_labels, seed, autobatch=0):

@@ -6,7 +6,8 @@ Training matches DyNet's trainer: Adam (lr 0.001, betas 0.9/0.999, eps 1e-8), th
 at 5, and so does the initialisation (``_dynet_init``). With ``sparse=True`` (the default) the embedding is
 ``nn.Embedding(sparse=True)`` updated by ``SparseAdam`` (only the rows a minibatch used, like DyNet's lazy
 updates) and the rest by ``Adam``; with ``sparse=False`` one dense Adam updates every row. Uses 2 threads (the
-machine's cores) unless told otherwise (``torch.set_num_threads`` after import).
+machine's cores) unless told otherwise (``torch.set_num_threads`` after import). ``make(..., device="cuda")``
+runs a model on the GPU (cuDNN's LSTM for the packed sequences); ids are built on the host and sent per batch.
 """
 import math
 
@@ -23,8 +24,8 @@ torch.set_num_threads(2)
 CLIP = 5.0
 
 
-def _pack_ids(seqs):
-    return pack_sequence([torch.tensor(s) for s in seqs], enforce_sorted=False)
+def _pack_ids(seqs, device):
+    return pack_sequence([torch.tensor(s) for s in seqs], enforce_sorted=False).to(device)
 
 
 def _embed_packed(embedding, packed):
@@ -63,9 +64,15 @@ class _System(nn.Module):
                     H = p.shape[0] // 4
                     p[H : 2 * H] = 1.0  # torch's gate order is i, f, g, o
 
+    @property
+    def device(self):
+        """Where the parameters live."""
+        return self.embedding.weight.device
+
     def _clip(self):
         # clip_grad_norm_ rejects sparse gradients, so the global norm is summed here; a sparse gradient is
-        # coalesced first (its duplicate rows summed), which SparseAdam would do anyway.
+        # coalesced first (its duplicate rows summed), which SparseAdam would do anyway. Summed where the
+        # gradients are: one value read per step, not one per parameter.
         sq = 0.0
         grads = []
         for p in self.parameters():
@@ -74,11 +81,11 @@ class _System(nn.Module):
                 continue
             if g.is_sparse:
                 g = p.grad = g.coalesce()
-                sq += float(g._values().pow(2).sum())
+                sq = sq + g._values().pow(2).sum()
             else:
-                sq += float(g.pow(2).sum())
+                sq = sq + g.pow(2).sum()
             grads.append(g)
-        norm = math.sqrt(sq)
+        norm = math.sqrt(float(sq))
         if norm > CLIP:
             for g in grads:
                 g.mul_(CLIP / norm)
@@ -108,8 +115,8 @@ class Tagger(_System):
 
     def loss(self, batch):
         """The summed cross-entropy of ``batch`` (list of (word ids, tag ids))."""
-        words = _pack_ids([w for w, _ in batch])
-        tags = _pack_ids([t for _, t in batch])  # same lengths, so the same packing order as the words
+        words = _pack_ids([w for w, _ in batch], self.device)
+        tags = _pack_ids([t for _, t in batch], self.device)  # same lengths, so the same packing order as the words
         out, _ = self.lstm(_embed_packed(self.embedding, words))
         return F.cross_entropy(self.O(torch.tanh(self.H(out.data))), tags.data, reduction="sum")
 
@@ -126,8 +133,8 @@ class LM(_System):
 
     def loss(self, batch):
         """The summed cross-entropy of ``batch`` (list of (inputs, targets))."""
-        inputs = _pack_ids([x for x, _ in batch])
-        targets = _pack_ids([y for _, y in batch])
+        inputs = _pack_ids([x for x, _ in batch], self.device)
+        targets = _pack_ids([y for _, y in batch], self.device)
         out, _ = self.lstm(_embed_packed(self.embedding, inputs))
         return F.cross_entropy(self.out(out.data), targets.data, reduction="sum")
 
@@ -158,29 +165,31 @@ class TreeLSTM(_System):
     def loss(self, batch):
         """The summed cross-entropy over all nodes of ``batch`` (list of TreeItem)."""
         plan = tasks.level_plan(batch)
-        H = self.hidden
-        hc = torch.zeros(plan.n, 2 * H, dtype=self.S.weight.dtype)
+        H, dev = self.hidden, self.device
+        hc = torch.zeros(plan.n, 2 * H, dtype=self.S.weight.dtype, device=dev)
         leaves = len(plan.leaf_words)
-        i, o, u = self.W(self.embedding(torch.from_numpy(plan.leaf_words))).chunk(3, dim=1)
+        i, o, u = self.W(self.embedding(torch.from_numpy(plan.leaf_words).to(dev))).chunk(3, dim=1)
         hc[:leaves] = self._cell(i, o, u, 0.0)
         for start, stop, left, right in plan.levels:
             m = stop - start
-            kids = hc.index_select(0, torch.from_numpy(np.concatenate([left, right])))
+            kids = hc.index_select(0, torch.from_numpy(np.concatenate([left, right])).to(dev))
             hl, hr = kids[:m, :H], kids[m:, :H]
             i, o, u = F.linear(torch.cat([hl, hr], dim=1), self.U.weight, self.W.bias).chunk(3, dim=1)
             fl = torch.sigmoid(self.Fl(hl))
             fr = torch.sigmoid(F.linear(hr, self.Fr.weight, self.Fl.bias))
             hc[start:stop] = self._cell(i, o, u, fl * kids[:m, H:] + fr * kids[m:, H:])
-        return F.cross_entropy(self.S(hc[:, :H]), torch.from_numpy(plan.labels), reduction="sum")
+        return F.cross_entropy(self.S(hc[:, :H]), torch.from_numpy(plan.labels).to(dev), reduction="sum")
 
 
-def make(task, n_words, n_labels=None, seed=0, sparse=True, **dims):
-    """The PyTorch peer for ``task`` (seeded with ``seed``); ``dims`` override ``tasks.HYPER``."""
+def make(task, n_words, n_labels=None, seed=0, sparse=True, device="cpu", **dims):
+    """The PyTorch peer for ``task`` (seeded with ``seed``) on ``device``; ``dims`` override ``tasks.HYPER``."""
     tasks._check_task(task)
     torch.manual_seed(seed)
     dims = {**tasks.HYPER[task], **dims}
     if task == "tagger":
-        return Tagger(n_words, n_labels, sparse=sparse, **dims)
-    if task == "tree":
-        return TreeLSTM(n_words, n_labels or tasks.N_TREE_LABELS, sparse=sparse, **dims)
-    return LM(n_words, sparse=sparse, **dims)
+        model = Tagger(n_words, n_labels, sparse=sparse, **dims)
+    elif task == "tree":
+        model = TreeLSTM(n_words, n_labels or tasks.N_TREE_LABELS, sparse=sparse, **dims)
+    else:
+        model = LM(n_words, sparse=sparse, **dims)
+    return model.to(device)  # in place: the optimisers made in __init__ keep their parameters

@@ -2,8 +2,12 @@
   equal  — ranks train on their shards; rank 0 also trains one process on the whole minibatch and checks the
            parameters agree step for step; all ranks check their replicas are bit-identical.
   fail   — rank 1 raises at step 2; the job must stop with a clear error instead of hanging.
+  freeze — rank 1 stops itself (SIGSTOP) at step 2, as a frozen machine would; rank 0 must end the job within
+           the collective deadline (AUTOBATCH_MPI_TIMEOUT) instead of waiting forever.
 """
 import hashlib
+import os
+import signal
 import sys
 from pathlib import Path
 
@@ -52,7 +56,7 @@ def step(pc, m, sentences, total, dp=None):
 
 
 def checksum(pc):
-    return hashlib.sha256(b"".join(p.data.tobytes() for p in pc.parameters())).hexdigest()
+    return hashlib.sha256(b"".join(p.value().tobytes() for p in pc.parameters())).hexdigest()
 
 
 def main(mode):
@@ -66,13 +70,15 @@ def main(mode):
     for k, batch in enumerate(batches):
         if mode == "fail" and k == 2 and dp.rank == 1:
             raise ValueError("rank 1 met a bad example")
+        if mode == "freeze" and k == 2 and dp.rank == 1:
+            os.kill(os.getpid(), signal.SIGSTOP)
         step(pc, m, dp.shard(batch), len(batch), dp)
         sums = comm.comm.allgather(checksum(pc))
         assert len(set(sums)) == 1, f"replicas differ after step {k}"
         if dp.is_root:
             step(ref_pc, ref_m, batch, len(batch))
             for p, q in zip(pc.parameters(), ref_pc.parameters()):
-                np.testing.assert_allclose(p.data, q.data, rtol=1e-12, atol=1e-14)
+                np.testing.assert_allclose(p.value(), q.value(), rtol=1e-12, atol=1e-14)
     if dp.is_root:
         print(f"OK {STEPS} steps on {dp.size} ranks, last sync volume {dp.volume} bytes")
 

@@ -41,7 +41,7 @@ def make(comm=None, **trainer_kwargs):
 
 
 def checksum(pc):
-    return hashlib.sha256(b"".join(p.data.tobytes() for p in pc.parameters())).hexdigest()
+    return hashlib.sha256(b"".join(p.value().tobytes() for p in pc.parameters())).hexdigest()
 
 
 def same_everywhere(comm, value, what):
@@ -80,7 +80,7 @@ def equal(comm):
                 close(norm, ref_norm, f"{normalize}: gradient norm of step {k}")
                 clipped += norm > 0.5
                 for p, q in zip(model.pc.parameters(), ref_model.pc.parameters()):
-                    close(p.data, q.data, f"{normalize}: {p.name} after step {k}")
+                    close(p.value(), q.value(), f"{normalize}: {p.name} after step {k}")
     # (b) the whole loop: same shuffled minibatches on every rank, clipping, global losses in the history
     model, trainer = make(comm, batch_size=5)
     trainer.fit(train, epochs=2)
@@ -92,7 +92,7 @@ def equal(comm):
         close(trainer.step_losses, ref.step_losses, "fit: the loss of every step")
         close(trainer.monitor.norms, ref.monitor.norms, "fit: the gradient norm of every step")
         for p, q in zip(model.pc.parameters(), ref_model.pc.parameters()):
-            close(p.data, q.data, f"fit: {p.name}")
+            close(p.value(), q.value(), f"fit: {p.name}")
     # (c) dropout masks come from pc.rng: one stream per rank
     draws = comm.gather_objects(float(model.pc.rng.random()))
     assert len(set(draws)) == comm.size, f"the ranks share a dropout stream: {draws}"
@@ -121,7 +121,7 @@ def stop(comm):
     assert written == [["ckpt", "log.jsonl"], None], f"what each rank wrote: {written}"
     if comm.rank == 0:
         assert sorted(os.listdir(os.path.join(mine, "ckpt"))) == [
-            "epoch_001.npz", "epoch_002.npz", "epoch_003.npz", "epoch_004.npz", "last.npz"]
+            "epoch_001.npz", "epoch_002.npz", "epoch_003.npz", "epoch_004.npz", "last.npz", "previous.npz"]
 
     # resume: 1 epoch, then a fresh Trainer continues to 3; rank 1 has no copy of the checkpoint
     straight_model, straight = make(comm)
