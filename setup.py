@@ -4,6 +4,7 @@ import subprocess
 import warnings
 
 from setuptools import Extension, setup
+from setuptools.command.build_ext import build_ext
 
 # The engine's hot path (node recording, scheduling, batch planning), compiled by Cython from these same .py
 # files in its pure-Python mode; the types come from the .pxd file beside each one. The .py stays the one source
@@ -19,13 +20,26 @@ def hot_path_extensions():
     except ImportError:
         warnings.warn("Cython is missing: autobatch installs as pure Python (slower graph building)")
         return []
-    # optional: a missing or failing C compiler skips the module (a warning) instead of failing the install
-    exts = [Extension(path[:-3].replace("/", "."), [path], optional=True) for path in HOT_PATH]
+    exts = [Extension(path[:-3].replace("/", "."), [path]) for path in HOT_PATH]
     try:
-        return cythonize(exts, language_level=3, quiet=True)
+        exts = cythonize(exts, language_level=3, quiet=True)
     except Exception as e:  # a Cython translation error: install the pure-Python package rather than nothing
         warnings.warn(f"Cython could not translate the hot path ({e}): autobatch installs as pure Python")
         return []
+    for ext in exts:
+        ext.optional = True  # (an editable install then copies only the modules that were built)
+    return exts
+
+
+class OptionalBuildExt(build_ext):
+    """Compiles each hot-path module if it can: where the C compiler is missing or fails, that module stays pure
+    Python (a warning) instead of failing the install."""
+
+    def build_extension(self, ext):
+        try:
+            super().build_extension(ext)
+        except Exception as e:
+            warnings.warn(f"{ext.name} not compiled ({e}): it runs as pure Python")
 
 
 # CuPy ships one wheel per CUDA major version. "gpu-cuda12" / "gpu-cuda13" choose one; "gpu" picks the one
@@ -58,6 +72,7 @@ setup(
     python_requires=">=3.10",
     packages=["autobatch", "autobatch.examples", "autobatch.dynet", "kernels"],
     ext_modules=hot_path_extensions(),
+    cmdclass={"build_ext": OptionalBuildExt},
     install_requires=["numpy>=1.24", "networkx>=3.0", "matplotlib>=3.7", "tqdm>=4.60", "greenlet>=3.0"],
     extras_require={
         "gpu": [CUPY[cuda_major()]],

@@ -131,14 +131,15 @@ def _is_scalar(x):
     return t is not Expression and not hasattr(x, "_node") and isinstance(x, numbers.Real) and t is not bool
 
 
-def _arith(a, b, prim, const):
-    """A binary op; a Python scalar on one side becomes the constant of one scale_shift node."""
-    if const is not None:
+def _arith(a, b, prim, scale_shift):
+    """A binary op; a Python scalar on one side becomes the constant of one scale_shift node (``scale_shift``:
+    the scalar -> that node's (a, b); None where no such node exists)."""
+    if scale_shift is not None:
         if _is_scalar(b):
-            a_, b_ = const(float(b))
+            a_, b_ = scale_shift(float(b))
             return _unary(R.SCALE_SHIFT, a, (("a", a_), ("b", b_)))
         if _is_scalar(a):
-            a_, b_ = const(float(a))
+            a_, b_ = scale_shift(float(a))
             return _unary(R.SCALE_SHIFT, b, (("a", a_), ("b", b_)))
     g = _graph._current[0]
     return Expression(g, g.add(prim, (_node(g, a), _node(g, b))))

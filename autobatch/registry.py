@@ -605,3 +605,10 @@ DY_CONV2D = primitive("dy_conv2d", "structural", _conv2d_shape, _conv.conv2d, _c
                       seq="rows")
 DY_MAXPOOL2D = primitive("dy_maxpool2d", "structural", _maxpool2d_shape, _conv.maxpool2d, _conv.maxpool2d_vjp,
                          seq="rows")
+
+# The fused LSTM cell row by row over a DyNet minibatch (the cells above take one value per example).
+LSTM_CELL_ROWS = primitive("lstm_cell_rows", "structural", lambda s: _lstm_cell_shape(s, 0.0, 0.0, False),
+                           _layout.lstm_cell_rows, _layout.lstm_cell_rows_vjp, shares=True, residual=True, seq="rows")
+LSTM_HIDDEN_ROWS = primitive("lstm_hidden_rows", "structural", lambda s: _lstm_hidden_shape(s, 0.0, False),
+                             _layout.lstm_hidden_rows, _layout.lstm_hidden_rows_vjp, shares=True, residual=True,
+                             seq="rows")

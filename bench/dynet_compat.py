@@ -29,6 +29,7 @@ def child(argv):
     from bench.peers import dynet_models, run
 
     def configure(autobatch=0, seed=0, mem="512"):
+        """Stand-in for DyNet's configure: the programs' ``dy`` becomes autobatch.dynet."""
         ad.reset_random_seed(seed + 1)
         dynet_models.dy = ad
         return ad
@@ -53,6 +54,7 @@ def _run(system, task, args):
 
 
 def main():
+    """Run every task on both systems and print the table."""
     if sys.argv[1:2] == ["--child"]:
         return child(sys.argv[2:])
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -139,12 +139,16 @@ def _child(cmd, env, timeout):
 
 def run_tests(args, env, timeout):
     """The CuPy tests (the ``xp_backend`` fixture's cupy runs, and the float32 training comparison)."""
-    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-k", args.tests_k, *args.tests.split()]
-    out, err, rc, secs = _child(cmd, env, timeout)
+    # -v: a line per test as it ends, so a run cut off by its timeout still says what passed and what failed.
+    cmd = [sys.executable, "-m", "pytest", "-v", "--tb=line", "-p", "no:cacheprovider", "-k", args.tests_k,
+           *args.tests.split()]
+    out, err, rc, secs = _child(cmd, dict(env, PYTHONUNBUFFERED="1"), timeout)
     lines = out.strip().splitlines()
+    counts = {k: sum(f" {k}" in ln for ln in lines if "::" in ln) for k in ("PASSED", "FAILED", "SKIPPED", "ERROR")}
     return dict(command=" ".join(cmd[1:]), exit_code=rc, seconds=secs, summary=lines[-1] if lines else "",
-                failures=[ln for ln in lines if ln.startswith(("FAILED", "ERROR"))][:50],
-                stderr_tail=err[-1000:] if rc not in (0, 5) else "")
+                counts=counts, failures=[ln for ln in lines if "::" in ln and (" FAILED" in ln or " ERROR" in ln)][:50],
+                stderr_tail=err[-1000:] if rc not in (0, 5) else "", failure_lines=[
+                    ln for ln in lines if ln.startswith("E ") or ".py:" in ln and "Error" in ln][:30])
 
 
 def _targets(report, cpu_tree_256):
@@ -159,7 +163,7 @@ def _targets(report, cpu_tree_256):
     seq, torch = rate("tagger", "autobatch-seq", 64), rate("tagger", "torch", 64)
     tree = rate("tree", "autobatch-seq", 256)
     return {
-        "cupy_tests_pass": tests.get("exit_code") == 0 if tests else None,
+        "tests_pass": tests.get("exit_code") == 0 if tests else None,  # the CuPy tests, on a GPU
         "tagger_seq_over_torch_mb64": round(seq / torch, 3) if seq and torch else None,
         "tree_seq_mb256_over_cpu": round(tree / cpu_tree_256, 2) if tree and cpu_tree_256 else None,
         "cpu_tree_seq_mb256_reference": cpu_tree_256,

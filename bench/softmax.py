@@ -118,12 +118,12 @@ def load(args):
         text = data.read_lm(split_file(args.data, "ptb.train.txt"))
         train_text = subset(text, args.train)
         dev_text = subset(data.read_lm(split_file(args.data, "ptb.valid.txt")), args.dev)
+        words = data.Vocab.build(text, specials=(lm.BOUNDARY,))
     else:
         text = data.synthetic_lm(args.train + args.dev, vocab_size=10000, seed=args.seed)
         train_text, dev_text = text[:args.train], text[args.train:]
-        text = [[f"w{i}" for i in range(10000)]]  # every word type, in the generator's order (descending Zipf)
-    words = data.Vocab.build(text, specials=(lm.BOUNDARY,)) if args.data else data.Vocab(text[0], specials=(
-        lm.BOUNDARY,))
+        # every word type, in the generator's order: descending Zipf probability, as Vocab.build orders PTB's
+        words = data.Vocab([f"w{i}" for i in range(10000)], specials=(lm.BOUNDARY,))
     s = words.index(lm.BOUNDARY)
 
     def items(sents):

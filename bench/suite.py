@@ -27,7 +27,10 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 DATA = {"tagger": "ud-english-ewt", "tree": "sst-trees", "lm": "ptb-lm"}
-SYSTEMS = [("autobatch-seq", []), ("autobatch-agenda", []), ("autobatch-depth", []), ("autobatch-off", []),
+# autobatch-agenda is the per-word (per-tree-node) code as a DyNet user writes it; autobatch-prim, the tree task
+# only, is the Tree-LSTM from primitives (affine, logistic, tanh, cmult per node: dynet-benchmark's treenn).
+SYSTEMS = [("autobatch-seq", []), ("autobatch-agenda", []), ("autobatch-prim", []), ("autobatch-depth", []),
+           ("autobatch-off", []),
            ("numpy", []), ("torch", []), ("dynet", ["--autobatch", "0"]), ("dynet", ["--autobatch", "1"])]
 NEEDS = {"torch": "torch", "dynet": "dynet"}
 BEGIN, END = "<!-- suite:begin -->", "<!-- suite:end -->"
@@ -87,15 +90,16 @@ def table(task, results, batch_sizes):
 def launches(results, batch_sizes):
     """Kernel launches and time split of the autobatch systems at the largest minibatch."""
     mb = batch_sizes[-1]
-    lines = ["| system | nodes/mb | forward batches/mb | backward batches/mb | build | schedule | forward | "
-             "backward | update |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    stages = ("build_s", "schedule_s", "execute_s", "backward_s", "update_s")
+    lines = ["| system | nodes/mb | forward batches/mb | backward batches/mb | " + " | ".join(
+        f"{k[:-2].replace('execute', 'forward')} µs/node (share)" for k in stages) + " |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for (name, m), runs in results.items():
         if m != mb or not name.startswith("autobatch") or "engine" not in runs[0]:
             continue
         e = {k: statistics.median(r["engine"][k] for r in runs) for k in runs[0]["engine"]}
-        total = sum(e[k] for k in ("build_s", "schedule_s", "execute_s", "backward_s", "update_s"))
-        split = " | ".join(f"{100 * e[k] / total:.0f}%" for k in ("build_s", "schedule_s", "execute_s",
-                                                                   "backward_s", "update_s"))
+        total = sum(e[k] for k in stages)
+        split = " | ".join(f"{1e6 * e[k] / e['nodes']:.2f} ({100 * e[k] / total:.0f}%)" for k in stages)
         lines.append(f"| {name} | {e['nodes']:,.0f} | {e['forward_batches']:,.0f} | {e['backward_batches']:,.0f} "
                      f"| {split} |")
     return "\n".join(lines)
@@ -163,6 +167,8 @@ def main(argv=None):
             for rep in range(args.repeats):
                 for system, extra in systems:
                     if system == "dynet" and task == "lm" and mb == 1 and rep:  # slow and uninformative
+                        continue
+                    if system == "autobatch-prim" and task != "tree":  # the tree task's system only
                         continue
                     r = run(task, system, extra, mb, args)
                     if r is not None:

@@ -5,7 +5,7 @@ As everywhere in ``kernels/``, axis 0 is the engine's batch axis; the attributes
 """
 import numpy as np
 
-from . import backend
+from . import backend, recurrent as _rec
 from .structure import _segments
 
 
@@ -107,3 +107,30 @@ def recorded_input_vjp(g, y, items, *, shape, dtype, rows):
             it.grad = backend.asnumpy(g[k:k + n] if rows else g[k])
             k += n
     return ()
+
+
+# ---- the fused LSTM cell for a minibatch held as a sequence (no regulariser: DyNet's builders apply dropout
+# as masks on the inputs, outside the cell) ------------------------------------------------------------------------
+
+
+def _plain(gates, c):
+    """The recurrent kernels' per-item noise list (all None: no recurrent dropout, no zoneout)."""
+    return [None] * max(len(gates) if gates.ndim > 1 else 1, len(c) if c.ndim > 1 else 1)
+
+
+def lstm_cell_rows(gates, c_prev):
+    """c = f * c_prev + i * g per row (the engine's [i f g o] gate layout)."""
+    return _rec.lstm_cell(_plain(gates, c_prev), gates, c_prev, rd=0.0, zo=0.0, zt=False)
+
+
+def lstm_cell_rows_vjp(g, c, gates, c_prev, *, res):
+    return _rec.lstm_cell_vjp(g, c, _plain(gates, c_prev), gates, c_prev, rd=0.0, zo=0.0, zt=False, res=res)
+
+
+def lstm_hidden_rows(gates, c):
+    """h = o * tanh(c) per row."""
+    return _rec.lstm_hidden(_plain(gates, c), gates, c, zo=0.0, zt=False)
+
+
+def lstm_hidden_rows_vjp(g, h, gates, c, *, res):
+    return _rec.lstm_hidden_vjp(g, h, _plain(gates, c), gates, c, zo=0.0, zt=False, res=res)

@@ -311,6 +311,14 @@ CASES = {
                        [(5, 4, 2), (3, 2, 2, 3)], lambda k, x, f: _conv_ref(x, f, (2, 1), False), shared=(1,)),
                   Case(lambda k, x, f: _dy2("dy_conv2d", x, f, (("stride", (1, 2)), ("valid", True))),
                        [(4, 5, 2), (2, 2, 2, 3)], lambda k, x, f: _conv_ref(x, f, (1, 2), True))],
+    "lstm_cell_rows": [Case(lambda k, gt, c: _dy2("lstm_cell_rows", _rows_of(gt, k + 2), _rows_of(c, k + 2), ()),
+                            [(8,), (2,)], lambda k, gt, c: np.stack([ref.lstm_cell(a, b) for a, b in
+                                                                     zip(_rows_np(gt, k + 2), _rows_np(c, k + 2))])),
+                       Case(lambda k, gt, c: _dy2("lstm_cell_rows", gt, c, ()), [(8,), (2,)],
+                            lambda k, gt, c: ref.lstm_cell(gt, c), shared=(1,))],
+    "lstm_hidden_rows": [Case(lambda k, gt, c: _dy2("lstm_hidden_rows", _rows_of(gt, k + 2), _rows_of(c, k + 2), ()),
+                              [(8,), (2,)], lambda k, gt, c: np.stack([ref.lstm_hidden(a, b) for a, b in
+                                                                       zip(_rows_np(gt, k + 2), _rows_np(c, k + 2))]))],
     "dy_maxpool2d": [Case(lambda k, x: _dy("dy_maxpool2d", x, (("ksize", (2, 2)), ("stride", (2, 1)),
                                                                ("valid", False))),
                           [(5, 4, 2)], lambda k, x: _pool_ref(x, (2, 2), (2, 1), False))],

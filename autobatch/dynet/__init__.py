@@ -66,9 +66,11 @@ class DynetParams:
         self.settings = {}
 
     def from_args(self, shared_parameters=None):
+        """Accept DyNet's command-line flags (they need nothing here)."""
         return self
 
     def init(self):
+        """Apply the settings (only the random seed has an effect)."""
         if self.settings.get("random_seed"):
             reset_random_seed(self.settings["random_seed"])
 
@@ -83,13 +85,16 @@ class _Config:
 
     def set(self, mem=None, random_seed=0, autobatch=None, profiling=None, weight_decay=None,
             shared_parameters=None, requested_gpus=None, gpu_mask=None):
+        """Accept DyNet's settings; the random seed seeds initialisers and masks."""
         if random_seed:
             reset_random_seed(random_seed)
 
     def set_gpu(self, flag=True):
+        """Accepted; choose the engine's backend with autobatch.use_backend."""
         pass
 
     def get(self):
+        """The settings (none are kept)."""
         return {}
 
 
@@ -101,4 +106,5 @@ def init(shared_parameters=None):
 
 
 def init_from_params(params):
+    """DyNet's initialisation from DynetParams: applies its seed."""
     params.init()

@@ -19,7 +19,7 @@ from .. import graph as _graph
 from .. import parameters as _core
 from .. import registry as R
 from . import ops as dy
-from .expression import Expression, node, select
+from .expression import Expression, align, node, select
 from .params import rng
 
 
@@ -84,9 +84,11 @@ class RNNState:
         return RNNState(self._b, hs, es[:L], self, self._masks)
 
     def prev(self):
+        """The state before the last input."""
         return self._prev
 
     def b(self):
+        """The builder."""
         return self._b
 
 
@@ -102,11 +104,13 @@ class _ScannedState(RNNState):
         return Expression(g, g.add(R.PICK_ROW, (self._seqs[layer],), (), self._t))
 
     def output(self):
+        """The top layer's h (a row of the scan's output)."""
         if self._out is None:
             self._out = self._row(-1)
         return self._out
 
     def h(self):
+        """Every layer's h."""
         return [self._row(l) for l in range(len(self._seqs) - 1)] + [self.output()]
 
     def _stepped(self):
@@ -161,12 +165,15 @@ class _RNNBuilder:
         self.dropout_rate = self.dropout_rate_h = self.dropout_rate_c = float(d)
 
     def set_dropouts(self, d, d_h):
+        """Dropout rates on the input (``d``) and the recurrent h (``d_h``)."""
         self.dropout_rate, self.dropout_rate_h = float(d), float(d_h)
 
     def disable_dropout(self):
+        """Turn dropout off."""
         self.dropout_rate = self.dropout_rate_h = self.dropout_rate_c = 0.0
 
     def new_graph(self, update=True):
+        """Bind the parameters to the current graph (``update=False``: no gradient to them)."""
         g = _current()
         self._graph = g
         self._exprs = [[p.expr() if update else dy.const_parameter(p) for p in ps] for ps in self._params]
@@ -218,6 +225,7 @@ class _RNNBuilder:
         B = g.n_rows[node(g, x)] if g.n_sig[node(g, x)].ragged else 1
 
         def mask(p, d):
+            """An inverted-dropout mask of size ``d`` (one per batch element)."""
             if not p:
                 return None
             return dy.inputTensor((rng().random((d, B)) >= p) / (1 - p), batched=True) if B > 1 else \
@@ -353,13 +361,16 @@ class VanillaLSTMBuilder(_RNNBuilder):
         return [pc.add_parameters((4 * H, X)), pc.add_parameters((4 * H, H)), pc.add_parameters(4 * H, init=0)]
 
     def get_parameters(self):
+        """Per layer, the Parameters in DyNet's order (layer norm's after the weights)."""
         return [list(ps) + (list(self._ln[l]) if self.ln_lstm else []) for l, ps in enumerate(self._params)]
 
     def get_parameter_expressions(self):
+        """Per layer, the parameter expressions (after ``initial_state``)."""
         out = super().get_parameter_expressions()
         return [es + (self._ln_exprs[l] if self.ln_lstm else []) for l, es in enumerate(out)]
 
     def new_graph(self, update=True):
+        """Bind the parameters to the current graph (``update=False``: no gradient to them)."""
         super().new_graph(update)
         if self.ln_lstm:
             self._ln_exprs = [[p.expr() if update else dy.const_parameter(p) for p in ps] for ps in self._ln]
@@ -391,14 +402,18 @@ class VanillaLSTMBuilder(_RNNBuilder):
 
     def _step(self, l, P, x, h, c):
         g = _current()
-        if not (self.ln_lstm or g.n_sig[node(g, x)].ragged or (h is not None and g.n_sig[node(g, h)].ragged)):
+        if not self.ln_lstm:  # the fused cell: 4 nodes a step
             Wx, Wh, b = self._fused(l, P)
-            gates = _affine(b, Wx, x, Wh, h)
-            gn = node(g, gates)
+            gn = node(g, _affine(b, Wx, x, Wh, h))
             cn = node(g, c) if c is not None else g.add(R.ZEROS, (), (("shape", (self.hidden_dim,)),
                                                                      ("dtype", np.dtype(np.float32))))
-            c = g.add(R.LSTM_CELL, (gn, cn), (("rd", 0.0), ("zo", 0.0), ("zt", False)))
-            h = g.add(R.LSTM_HIDDEN, (gn, c), (("zo", 0.0), ("zt", False)))
+            if g.n_sig[gn].ragged or g.n_sig[cn].ragged:  # a minibatch: the per-row twins
+                gn, cn = align(g, (gn, cn))
+                c = g.add(R.LSTM_CELL_ROWS, (gn, cn))
+                h = g.add(R.LSTM_HIDDEN_ROWS, (gn, c))
+            else:
+                c = g.add(R.LSTM_CELL, (gn, cn), (("rd", 0.0), ("zo", 0.0), ("zt", False)))
+                h = g.add(R.LSTM_HIDDEN, (gn, c), (("zo", 0.0), ("zt", False)))
             return Expression(g, h), Expression(g, c)
         Wx, Wh, b = self._weights(l, P)
         H = self.hidden_dim
@@ -463,20 +478,24 @@ class BiRNNBuilder:
 
     @classmethod
     def from_spec(cls, spec, model):
+        """Rebuild from ``spec`` (what ``dy.save`` stores)."""
         num_layers, input_dim, hidden_dim, factory, _ = spec
         from . import builders
 
         return cls(num_layers, input_dim, hidden_dim, model, getattr(builders, factory))
 
     def param_collection(self):
+        """The subcollection holding the parameters."""
         return self.model
 
     def set_dropout(self, p):
+        """Dropout ``p`` in every direction and layer."""
         for f, b in self.builder_layers:
             f.set_dropout(p)
             b.set_dropout(p)
 
     def disable_dropout(self):
+        """Turn dropout off."""
         for f, b in self.builder_layers:
             f.disable_dropout()
             b.disable_dropout()
@@ -512,9 +531,11 @@ class SoftmaxBuilder:
     """The interface of DyNet's softmax builders."""
 
     def param_collection(self):
+        """The subcollection holding the parameters."""
         return self.pc
 
     def neg_log_softmax_batch(self, rep, classidxs, update=True):
+        """Per batch element b, -log p(classidxs[b] | rep_b)."""
         return dy.concatenate_to_batch([self.neg_log_softmax(dy.pick_batch_elem(rep, b), c, update)
                                         for b, c in enumerate(classidxs)])
 
@@ -529,19 +550,24 @@ class StandardSoftmaxBuilder(SoftmaxBuilder):
         self.b = self.pc.add_parameters(num_classes, init=0) if bias else None
 
     def full_logits(self, rep, update=True):
+        """The logits W r + b."""
         W = self.W.expr(update)
         return dy.affine_transform([self.b.expr(update), W, rep]) if self.b is not None else W * rep
 
     def full_log_distribution(self, rep, update=True):
+        """log p(. | rep) over every class, in class order."""
         return dy.log_softmax(self.full_logits(rep, update))
 
     def neg_log_softmax(self, rep, classidx, update=True):
+        """-log p(classidx | rep)."""
         return dy.pickneglogsoftmax(self.full_logits(rep, update), classidx)
 
     def neg_log_softmax_batch(self, rep, classidxs, update=True):
+        """Per batch element b, -log p(classidxs[b] | rep_b)."""
         return dy.pickneglogsoftmax_batch(self.full_logits(rep, update), classidxs)
 
     def sample(self, rep):
+        """A class drawn from p(. | rep)."""
         p = dy.softmax(self.full_logits(rep)).npvalue()
         return int(rng().choice(len(p), p=p / p.sum()))
 
@@ -572,13 +598,16 @@ class ClassFactoredSoftmaxBuilder(SoftmaxBuilder):
                       for m in self.clusters]
 
     def class_logits(self, rep, update=True):
+        """The cluster logits."""
         return dy.affine_transform([self.cbias.expr(update), self.r2c.expr(update), rep])
 
     def subclass_logits(self, rep, c, update=True):
+        """The logits of the words of cluster ``c``."""
         W, b = self.r2w[c].expr(update), self.wbias[c]
         return dy.affine_transform([b.expr(update), W, rep]) if b is not None else W * rep
 
     def neg_log_softmax(self, rep, wordidx, update=True):
+        """-log p(classidx | rep)."""
         c = self.cluster_of[wordidx]
         loss = dy.pickneglogsoftmax(self.class_logits(rep, update), c)
         if self.r2w[c] is None:
@@ -586,6 +615,7 @@ class ClassFactoredSoftmaxBuilder(SoftmaxBuilder):
         return loss + dy.pickneglogsoftmax(self.subclass_logits(rep, c, update), self.index_in[wordidx])
 
     def full_log_distribution(self, rep, update=True):
+        """log p(. | rep) over every class, in class order."""
         lc = dy.log_softmax(self.class_logits(rep, update))
         parts = {}
         for c, members in enumerate(self.clusters):
@@ -599,5 +629,6 @@ class ClassFactoredSoftmaxBuilder(SoftmaxBuilder):
         return dy.concatenate([parts[w] for w in sorted(parts)])
 
     def sample(self, rep):
+        """A class drawn from p(. | rep)."""
         p = np.exp(self.full_log_distribution(rep).npvalue())
         return int(sorted(self.cluster_of)[rng().choice(len(p), p=p / p.sum())])

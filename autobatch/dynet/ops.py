@@ -8,8 +8,8 @@ import numpy as np
 from .. import errors
 from .. import graph as _graph
 from .. import registry as R
-from .expression import (Expression, add, affine, align, batch_rows, batch_size, batch_size as batch_size_of, cdiv, constant_node, getitem, matmul, node,
-                         pick, pow_, rank, repeat, reshape as _reshape, scale_shift, select, shape, unary)
+from .expression import (Expression, add, affine, align, batch_rows, batch_size as _bsize, cdiv, constant_node,
+                         node, pick, pow_, rank, repeat, reshape as _reshape, scale_shift, select, shape, unary)
 from .params import LookupParameters, rng
 
 __all__ = []  # filled at the end: every public function below
@@ -315,7 +315,6 @@ def bmin(x, y):
 
 
 pow = pow_  # noqa: A001 - DyNet's name
-cdiv = cdiv
 
 
 # ---- products, sums, norms --------------------------------------------------------------------------------------
@@ -427,7 +426,7 @@ def sum_batches(x):
 
 def mean_batches(x):
     """The mean over a minibatch's elements."""
-    return sum_batches(x) * (1.0 / batch_size(_g(), node(_g(), x)))
+    return sum_batches(x) * (1.0 / _bsize(_g(), node(_g(), x)))
 
 
 def sum_dim(x, d, b=False, n=0):
@@ -492,7 +491,7 @@ def pickneglogsoftmax(x, v):
     """-log softmax(x)[v] (the same v for every batch element)."""
     g = _g()
     n = node(g, x)
-    B = batch_size(g, n)
+    B = _bsize(g, n)
     return _pnls(g, n, [int(v)] * B if g.n_sig[n].ragged else int(v))
 
 
@@ -544,7 +543,7 @@ def hinge(x, index, m=1.0):
 
 def pick_batch_elem(x, v):
     """Batch element ``v`` of a minibatch."""
-    return batch_rows(x, [int(v)]) if batch_size(_g(), node(_g(), x)) > 1 or v else x
+    return batch_rows(x, [int(v)]) if _bsize(_g(), node(_g(), x)) > 1 or v else x
 
 
 def pick_batch_elems(x, vs):
@@ -566,7 +565,7 @@ def noise(x, stddev):
     """``x`` plus Gaussian noise of ``stddev`` (drawn when built)."""
     g = _g()
     n = node(g, x)
-    B = batch_size(g, n)
+    B = _bsize(g, n)
     ragged = g.n_sig[n].ragged
     shp = ((B,) if ragged else ()) + g.n_sig[n].shape
     return add(R.ADD, (x, _ex(constant_node(g, rng().normal(0, stddev, size=shp), ragged))))
@@ -576,7 +575,7 @@ def _mask(x, p, per_batch=False, block=False):
     g = _g()
     n = node(g, x)
     ragged = g.n_sig[n].ragged
-    B = batch_size(g, n)
+    B = _bsize(g, n)
     item = () if block else g.n_sig[n].shape
     if per_batch and ragged:
         m = np.broadcast_to((rng().random(item) >= p) / (1 - p), (B,) + item)
@@ -609,7 +608,7 @@ def reshape(x, d, batch_size=1):
     d = () if tuple(d) == (1,) else tuple(int(k) for k in d)
     g = _g()
     n = node(g, x)
-    B = batch_size_of(g, n)
+    B = _bsize(g, n)
     if batch_size == B:
         return _reshape(x, d)
     item = int(np.prod(d))
@@ -737,7 +736,7 @@ def to_device(e, device_str):
 
 __all__ = [k for k, v in list(globals().items()) if callable(v) and not k.startswith("_")
            and getattr(v, "__module__", None) == __name__] + ["pow", "cdiv", "zeroes", "sigmoid", "relu",
-                                                              "pickrange", "pick", "getitem"]
+                                                              "pickrange", "pick"]
 
 
 # ---- convolution (DyNet's image layout: (H, W, C) per example) ---------------------------------------------------

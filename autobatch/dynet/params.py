@@ -20,7 +20,7 @@ from .. import errors
 from .. import graph as _graph
 from .. import parameters as _core
 from .. import registry as R
-from .expression import Expression, matmul, node
+from .expression import Expression, matmul
 
 _rng = [np.random.default_rng()]
 
@@ -42,6 +42,7 @@ class PyInitializer:
     """An initialiser: ``make(shape, lookup)`` returns the initial array (float64; stored as float32)."""
 
     def make(self, shape, lookup=False):
+        """The initial array of ``shape`` (``lookup``: the first axis indexes rows)."""
         raise NotImplementedError
 
 
@@ -52,6 +53,7 @@ class NormalInitializer(PyInitializer):
         self.mean, self.var = float(mean), float(var)
 
     def make(self, shape, lookup=False):
+        """The initial array of ``shape`` (``lookup``: the first axis indexes rows)."""
         return rng().normal(self.mean, np.sqrt(self.var), size=shape)
 
 
@@ -62,6 +64,7 @@ class UniformInitializer(PyInitializer):
         self.scale = float(scale)
 
     def make(self, shape, lookup=False):
+        """The initial array of ``shape`` (``lookup``: the first axis indexes rows)."""
         return rng().uniform(-self.scale, self.scale, size=shape)
 
 
@@ -72,6 +75,7 @@ class ConstInitializer(PyInitializer):
         self.c = float(c)
 
     def make(self, shape, lookup=False):
+        """The initial array of ``shape`` (``lookup``: the first axis indexes rows)."""
         return np.full(shape, self.c)
 
 
@@ -79,6 +83,7 @@ class IdentityInitializer(PyInitializer):
     """The identity matrix."""
 
     def make(self, shape, lookup=False):
+        """The initial array of ``shape`` (``lookup``: the first axis indexes rows)."""
         if len(shape) != 2 or shape[0] != shape[1]:
             raise ValueError(f"IdentityInitializer needs a square matrix, got {shape}")
         return np.eye(shape[0])
@@ -92,6 +97,7 @@ class GlorotInitializer(PyInitializer):
         self.is_lookup, self.gain = is_lookup, float(gain)
 
     def make(self, shape, lookup=False):
+        """The initial array of ``shape`` (``lookup``: the first axis indexes rows)."""
         item = shape[1:] if (lookup or self.is_lookup) else shape
         if len(item) == 4:
             field = item[0] * item[1]
@@ -108,6 +114,7 @@ class SaxeInitializer(PyInitializer):
         self.scale = float(scale)
 
     def make(self, shape, lookup=False):
+        """The initial array of ``shape`` (``lookup``: the first axis indexes rows)."""
         q, _ = np.linalg.qr(rng().normal(size=(max(shape), max(shape))))
         return self.scale * q[:shape[0], :shape[-1]].reshape(shape)
 
@@ -119,6 +126,7 @@ class NumpyInitializer(PyInitializer):
         self.array = np.asarray(array, dtype=float)
 
     def make(self, shape, lookup=False):
+        """The initial array of ``shape`` (``lookup``: the first axis indexes rows)."""
         if self.array.shape != tuple(shape):
             raise ValueError(f"initial array has shape {self.array.shape}, parameter has shape {tuple(shape)}")
         return self.array
@@ -131,6 +139,7 @@ class FromFileInitializer(PyInitializer):
         self.fname = fname
 
     def make(self, shape, lookup=False):
+        """The initial array of ``shape`` (``lookup``: the first axis indexes rows)."""
         return np.loadtxt(self.fname).reshape(shape, order="F")
 
 
@@ -220,21 +229,27 @@ class Parameters:
         return e if update else Expression(g, g.add(R.DY_SCALE_GRADIENT, (e.i,), (("lambd", 0.0),)))
 
     def value(self, recalculate=False):
+        """The value (a float, a list or an array, as ``Expression.value``)."""
         return self.expr().value()
 
     def npvalue(self, recalculate=False):
+        """The value as a NumPy array."""
         return self.expr().npvalue()
 
     def scalar_value(self, recalculate=False):
+        """The value of a one-element parameter as a float."""
         return self.expr().scalar_value()
 
     def forward(self, recalculate=False):
+        """Compute this parameter's node in the current graph."""
         self.expr().forward()
 
     def backward(self, full=False):
+        """Backward from this parameter (its gradient becomes ones)."""
         self.expr().backward(full)
 
     def dim(self):
+        """``(dims, 1)`` as DyNet reports them."""
         return self.shape(), 1
 
     def __getattr__(self, attr):  # DyNet's Parameters *is* an Expression: the rest of its methods
@@ -292,18 +307,23 @@ class LookupParameters(Parameters):
         self._p.data[i] = backend.xp.asarray(np.asarray(row, dtype=self._p.dtype))
 
     def row_as_array(self, i):
+        """Row ``i`` as a NumPy array."""
         return self.as_array()[i]
 
     def rows_as_array(self, rows):
+        """Rows ``rows`` as a NumPy array."""
         return self.as_array()[list(rows)]
 
     def row_grad_as_array(self, i):
+        """The gradient of row ``i``."""
         return self.grad_as_array()[i]
 
     def rows_grad_as_array(self, rows):
+        """The gradients of rows ``rows``."""
         return self.grad_as_array()[list(rows)]
 
     def expr(self, update=True):
+        """Refused: a table is read row by row."""
         raise TypeError("LookupParameters are read with lookup()/E[i], not as one expression")
 
     def __repr__(self):

@@ -41,6 +41,7 @@ class Trainer:
         self.clip_threshold = float(thr)
 
     def get_clip_threshold(self):
+        """The clipping threshold."""
         return self.clip_threshold
 
     def set_sparse_updates(self, su):
@@ -48,6 +49,7 @@ class Trainer:
         self._sparse = bool(su)
 
     def set_learning_rate(self, lr):
+        """Set the learning rate."""
         self.learning_rate = float(lr)
 
     def restart(self, learning_rate=None):
@@ -156,6 +158,7 @@ class CyclicalSGDTrainer(SimpleSGDTrainer):
         self.lr_min, self.lr_max, self.step_size, self.gamma = learning_rate_min, learning_rate_max, step_size, gamma
 
     def update(self):
+        """One SGD step, then the learning rate of the cycle's next step."""
         super().update()
         cycle = np.floor(1 + self.updates / (2 * self.step_size))
         x = abs(self.updates / self.step_size - 2 * cycle + 1)

@@ -1,0 +1,27 @@
+# C types for ops.py when Cython compiles it (setup.py); the .py stays the source of the logic. Typing the graph
+# makes each op's `g.add(...)` a direct C call and its attribute reads C field reads (ops already imports the
+# graph: no cycle). Expression stays a Python class.
+cimport cython
+
+from autobatch.graph cimport Graph
+
+@cython.locals(g=Graph)
+cpdef _arith(a, b, prim, scale_shift)
+
+@cython.locals(node=object)
+cpdef Py_ssize_t _node(Graph g, x) except -1
+
+@cython.locals(g=Graph)
+cpdef _apply(prim, xs, attrs=*, aux=*)
+
+@cython.locals(g=Graph, n=Py_ssize_t)
+cpdef _unary(prim, x, attrs=*)
+
+@cython.locals(g=Graph, ids=tuple)
+cpdef matmul(a, x)
+
+@cython.locals(g=Graph, ids=tuple)
+cpdef affine(b, W, x)
+
+@cython.locals(g=Graph, node=tuple)
+cpdef lookup(table, i)
