@@ -15,7 +15,7 @@ import os
 import sys
 import warnings
 
-HOT_PATH = ("autobatch.graph", "autobatch.scheduler", "autobatch.executor", "autobatch.ops")
+HOT_PATH = ("autobatch.graph", "autobatch.scheduler", "autobatch.executor", "autobatch.ops", "autobatch.rnn")
 PURE = os.environ.get("AUTOBATCH_PURE", "") not in ("", "0")
 
 

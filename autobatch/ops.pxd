@@ -1,9 +1,17 @@
 # C types for ops.py when Cython compiles it (setup.py); the .py stays the source of the logic. Typing the graph
 # makes each op's `g.add(...)` a direct C call and its attribute reads C field reads (ops already imports the
-# graph: no cycle). Expression stays a Python class.
+# graph: no cycle).
 cimport cython
 
 from autobatch.graph cimport Graph
+
+# Compiled, an expression is a C struct (graph, node id): made and read without Python attribute dictionaries.
+cdef class Operators:
+    pass
+
+cdef class Expression(Operators):
+    cdef public object g
+    cdef public Py_ssize_t i
 
 @cython.locals(g=Graph)
 cpdef _arith(a, b, prim, scale_shift)

@@ -118,7 +118,10 @@ class Expression(Operators):
         ``select_rows``. On a sequence, ``s[t]`` is row t (``row``) and ``s[a:b]`` a shorter sequence."""
         return _getitem(self, key)
 
-    __iter__ = None  # indexing does not make an expression iterable: use rows(s) for a sequence's rows
+    def __iter__(self):
+        """Refused: indexing does not make an expression iterable (a method, not ``__iter__ = None``: compiled,
+        Expression is an extension type, whose iteration slot a None attribute would not clear)."""
+        raise TypeError("an Expression is not iterable: index it (x[i]), or use rows(s) for a sequence's rows")
 
     def __repr__(self):
         return f"Expression({self.g.n_sig[self.i].prim.name}, shape={self.shape}, node={self.i})"

@@ -530,9 +530,9 @@ SAMPLED_NLL = primitive("sampled_softmax_nll", "structural", _sampled_shape, _bi
 # A DyNet minibatch (``lookup_batch``, ``inputTensor(batched=True)``) is held as a sequence of B rows, so the
 # per-row primitives above serve it unchanged. These records add what DyNet's semantics need besides: per-row
 # twins of primitives that otherwise refuse sequences (same kernels: they already loop over axis 0), DyNet's
-# column-major reshape and strided selection, sums over a minibatch, inputs that report their gradient, and
-# gradient scaling.
-from kernels import layout as _layout
+# column-major reshape and strided selection, sums over a minibatch, inputs that report their gradient, gradient
+# scaling, conv2d / maxpooling2d on (H, W, C) images, and the fused LSTM cell row by row over a minibatch.
+from kernels import conv as _conv, layout as _layout  # noqa: E402 - this section's kernels
 
 
 def _twin(prim):
@@ -578,7 +578,6 @@ DY_SUM_ROWS = primitive("dy_sum_rows", "structural", same_shape, _layout.sum_row
 DY_SCALE_GRADIENT = primitive("dy_scale_gradient", "structural", lambda s, lambd: s[0], _layout.scale_gradient,
                               _layout.scale_gradient_vjp, seq="rows")
 
-from kernels import conv as _conv
 
 
 def _conv2d_shape(shapes, stride, valid):

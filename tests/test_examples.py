@@ -207,3 +207,143 @@ def test_model_errors():
     with pytest.raises(ValueError, match=r"LanguageModel: the vocabulary has no boundary symbol '<s>'; build it "
                                          r"with Vocab.build\(..., specials=\('<s>',\)\)"):
         lm.LanguageModel(data.Vocab(["a"]))
+
+
+# ---- the training tricks as flags (issue 14) -----------------------------------------------------------------
+
+TINY = SMALL + ["--max-train", "24", "--max-dev", "8", "--epochs", "1", "--batch-size", "8", "--vocab", "60"]
+_plain = {}
+
+
+def _tiny_run(module, flags, capsys, tmp_path):
+    """A one-epoch run with ``flags`` and its --trace; the flagless run of the same module is kept to compare."""
+    tiny = TINY + (["--mlp", "8"] if module is tagger else [])
+    if module not in _plain:
+        _plain[module] = run(module, tiny, capsys)
+    trace = tmp_path / "trace.json"
+    m = run(module, tiny + flags + ["--trace", str(trace)], capsys)
+    return m, json.loads(trace.read_text()), _plain[module]
+
+
+@pytest.mark.parametrize("flags,check", [
+    (["--char-dim", "4", "--char-hidden", "3"], "more_params"),
+    (["--cell", "gru", "--reset-bias", "0"], "fewer_params"),
+    (["--layers", "2", "--combine", "sum"], "more_params"),
+    (["--layer-norm"], "more_params"),
+    (["--learned-init"], "more_params"),
+    (["--forget-bias", "0"], "other_loss"),
+    (["--dropout", "0.3"], "other_loss"),
+    (["--dropout", "0.3", "--variational"], "other_loss"),
+    (["--recurrent-dropout", "0.3"], "other_loss"),
+    (["--zoneout", "0.2"], "other_loss"),
+    (["--dropconnect", "0.3"], "other_loss"),
+    (["--optimizer", "sgd", "--lr", "0.5", "--momentum", "0.5"], "other_loss"),
+    (["--normalize", "sum"], "larger_loss"),
+    (["--normalize", "batch"], "larger_loss"),
+    (["--clip", "none"], "no_clip"),
+    (["--clip", "auto"], "no_clip"),  # auto clips after 100 warm-up steps; this run has 3
+    (["--clip", "0.01"], "clipped"),
+])
+def test_every_tagger_trick_flag_trains_end_to_end(flags, check, capsys, tmp_path):
+    m, trace, plain = _tiny_run(tagger, flags, capsys, tmp_path)
+    assert math.isfinite(m["dev_accuracy"]) and m["epochs"] == 1 and len(m["dev_curve"]) == 1
+    assert len(trace["step_losses"]) == len(trace["grad_norms"]) == trace["epoch_steps"][-1] == 3
+    if check == "more_params":
+        assert m["parameters"] > plain["parameters"]
+    elif check == "fewer_params":
+        assert m["parameters"] < plain["parameters"]
+    elif check == "other_loss":  # the flag reached the model: the same seed trains differently
+        assert m["parameters"] == plain["parameters"] and m["train_loss"] != plain["train_loss"]
+    elif check == "larger_loss":  # a sum over a minibatch, or per sentence, exceeds the sum / longest sentence
+        assert m["train_loss"][0] > plain["train_loss"][0]
+    elif check == "no_clip":
+        assert trace["clip"] is None and m["train_loss"] == plain["train_loss"]  # norms here stay below 5
+    else:
+        assert trace["clip"] == 0.01 and max(trace["grad_norms"]) > 0.01 and m["train_loss"] != plain["train_loss"]
+
+
+@pytest.mark.parametrize("module,flags", [
+    (lm, ["--dropout", "0.3", "--variational", "--cell", "gru", "--layers", "2"]),
+    (lm, ["--zoneout", "0.1", "--learned-init", "--optimizer", "sgd", "--normalize", "batch", "--clip", "auto"]),
+    (treelstm, ["--dropout", "0.3", "--optimizer", "sgd", "--normalize", "sum", "--clip", "none"]),
+])
+def test_lm_and_treelstm_trick_flags_train_end_to_end(module, flags, capsys, tmp_path):
+    m, trace, plain = _tiny_run(module, flags, capsys, tmp_path)
+    key = "dev_perplexity" if module is lm else "dev_root_accuracy"
+    assert math.isfinite(m[key]) and m["train_loss"] != plain["train_loss"] and len(trace["step_losses"]) == 3
+
+
+def _char_tagger(dtype=np.float64):
+    sents = data.synthetic_tagging(8, vocab_size=40, seed=3, mean_len=6, max_len=12)
+    sents[0].words[0] = "wé"  # a character never seen in training maps to the unknown character
+    words = data.Vocab.build([s.words for s in sents[1:]])
+    tags = data.Vocab.build([s.upos for s in sents], unk=None)
+    chars = data.Vocab.build([list(w) for s in sents[1:] for w in s.words])
+    model = tagger.Tagger(words, tags, embed=5, hidden=4, mlp=5, chars=chars, char_dim=3, char_hidden=2,
+                          dtype=dtype)
+    return model, sents, [model.encode(s) for s in sents]
+
+
+@pytest.mark.parametrize("strategy", ["off", "depth", "agenda"])
+def test_char_word_vectors_equal_a_per_word_reference_and_share_one_scan(strategy):
+    model, sents, examples = _char_tagger()
+    (word_ids, char_ids), _ = examples[0]
+    assert char_ids[0] == [model.chars.encode(["w"])[0], model.chars.index(model.chars.unk)]
+    fwd, bwd = model.char_bilstm.fwd, model.char_bilstm.bwd
+    reference = []
+    for s in sents:  # each word alone: its characters as a list of vectors, read step by step (no scan node)
+        for w in s.words:
+            ab.renew_cg(strategy="off")
+            xs = [model.C[c] for c in (model.chars.encode(list(w)))]
+            reference.append(np.concatenate([fwd.transduce(xs)[-1].value(), bwd.transduce(xs, reverse=True)[0].value()]))
+    ab.renew_cg(strategy=strategy)
+    vectors = [model.char_vector(c) for (_, cs), _ in examples for c in cs]
+    ab.esum([ab.sum_elems(v) for v in vectors]).value()  # every word in one pass
+    np.testing.assert_allclose([v.value() for v in vectors], reference, rtol=1e-10, atol=1e-12)
+    if strategy != "off":  # the character BiLSTMs of all words: one scan node each, one kernel call for all
+        scans = [v for k, v in ab.graph_stats()["by_signature"].items() if k.startswith("lstm_scan")]
+        assert len(scans) == 1 and scans[0] == {"batches": 1, "nodes": len(reference), "mean_size": len(reference)}
+
+
+def test_char_tagger_batched_equals_one_sentence_at_a_time_with_gradients():
+    model, _, examples = _char_tagger()
+    xs = [x for x, _ in examples]
+    alone = []
+    for x in xs:
+        ab.renew_cg()
+        alone.append(model.predict(x))
+    assert model.predict_all(xs, batch_size=3) == alone
+    grads = {}
+    for strategy in ("off", "agenda"):
+        ab.renew_cg(strategy=strategy)
+        model.pc.zero_grad()
+        loss = ab.esum([ab.sum_elems(model.loss(e)) for e in examples])
+        loss.backward()
+        grads[strategy] = (loss.value(), model.C.grad.copy(), model.E.grad.copy())
+    assert grads["off"][0] == pytest.approx(grads["agenda"][0], rel=1e-12)
+    for a, b in zip(grads["off"][1:], grads["agenda"][1:]):
+        np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-12)
+    assert np.abs(grads["agenda"][1]).sum() > 0  # the loss reaches the character embeddings
+
+
+def test_trick_flag_errors(capsys):
+    for argv, message in [(["--clip", "abc"], "--clip expects a number, 'auto' or 'none', got 'abc'"),
+                          (["--dropout", "1.5"], "--dropout must lie in [0, 1), got 1.5"),
+                          (["--zoneout", "-0.1"], "--zoneout must lie in [0, 1), got -0.1"),
+                          (["--variational"], "--variational needs --dropout P > 0"),
+                          (["--layers", "0"], "--layers must be at least 1, got 0"),
+                          (["--test"], "--test needs --data"),
+                          (["--keep-epochs"], "--keep-epochs needs --checkpoint-dir"),
+                          (["--char-dim", "-1"], "--char-dim must be at least 0")]:
+        with pytest.raises(SystemExit) as e:
+            tagger.main(argv)
+        assert e.value.code == 2 and message in capsys.readouterr().err, argv
+    with pytest.raises(ValueError, match="char_dim > 0 needs chars"):
+        tagger.Tagger(data.Vocab(["a"]), data.Vocab(["X"], unk=None), char_dim=4)
+
+
+def test_test_split_scores_on_real_data(capsys, real_data):
+    path = real_data("ud-english-ewt")
+    m = run(tagger, SMALL + ["--data", str(path), "--epochs", "1", "--max-train", "100", "--max-dev", "30",
+                             "--batch-size", "50", "--char-dim", "4", "--test"], capsys)
+    assert 0.0 < m["test_accuracy"] < 1.0 and "characters" in run.lines[0]

@@ -465,7 +465,7 @@ class BiRNNBuilder:
     """Layers of a forward and a backward RNN whose outputs are concatenated (hidden_dim split evenly)."""
 
     def __init__(self, num_layers, input_dim, hidden_dim, model, rnn_builder_factory, builder_layers=None):
-        self.spec = num_layers, input_dim, hidden_dim, rnn_builder_factory.__name__, None
+        self.spec = num_layers, input_dim, hidden_dim, rnn_builder_factory, None
         self.model = model.add_subcollection("birnn")
         if builder_layers is None:
             if num_layers <= 0 or hidden_dim % 2:
@@ -480,9 +480,7 @@ class BiRNNBuilder:
     def from_spec(cls, spec, model):
         """Rebuild from ``spec`` (what ``dy.save`` stores)."""
         num_layers, input_dim, hidden_dim, factory, _ = spec
-        from . import builders
-
-        return cls(num_layers, input_dim, hidden_dim, model, getattr(builders, factory))
+        return cls(num_layers, input_dim, hidden_dim, model, factory)
 
     def param_collection(self):
         """The subcollection holding the parameters."""

@@ -42,34 +42,37 @@ class Expression:
         g = self._live()
         return g.n_sig[self.i].shape or (1,), batch_size(g, self.i)
 
-    def _array(self):
+    def _array(self, recalculate=False):
         g = self._live()
+        if recalculate:
+            invalidate(g)
         return np.array(backend.asnumpy(g.value_of(self.i)))
 
     def npvalue(self, recalculate=False):
-        """The value as a NumPy array; a minibatch's batch axis comes last (DyNet's layout)."""
-        v = self._array()
+        """The value as a NumPy array; a minibatch's batch axis comes last (DyNet's layout). ``recalculate``:
+        recompute the whole graph first (parameters or inputs changed since)."""
+        v = self._array(recalculate)
         if self.g.n_sig[self.i].ragged:
             v = np.moveaxis(v.reshape(v.shape[:1] + (self.g.n_sig[self.i].shape or (1,))), 0, -1)
         return v.reshape(1) if v.ndim == 0 else v
 
     def vec_value(self, recalculate=False):
         """All values as a flat list: batch element after batch element, each in column-major order."""
-        v = self._array()
+        v = self._array(recalculate)
         if not self.g.n_sig[self.i].ragged:
             v = v[None]
         return [float(a) for item in v for a in np.asarray(item).flatten(order="F")]
 
     def scalar_value(self, recalculate=False):
         """The value of a one-element expression as a float (the first element of a minibatch's)."""
-        v = self._array()
+        v = self._array(recalculate)
         return float(v.reshape(-1)[0])
 
     def value(self, recalculate=False):
         """A float (one element), a list (a vector or a minibatch of scalars) or an array (2+ dims)."""
         if len(self.g.n_sig[self.i].shape) >= 2:
-            return self.npvalue()
-        vec = self.vec_value()
+            return self.npvalue(recalculate)
+        vec = self.vec_value(recalculate)
         return vec[0] if len(vec) == 1 else vec
 
     def tensor_value(self, recalculate=False):
@@ -77,8 +80,11 @@ class Expression:
         return self.npvalue()
 
     def forward(self, recalculate=False):
-        """Compute this expression (and what it needs), batched."""
-        self._live().forward(self.i)
+        """Compute this expression (and what it needs), batched; ``recalculate``: the whole graph again."""
+        g = self._live()
+        if recalculate:
+            invalidate(g)
+        g.forward(self.i)
 
     def backward(self, full=False):
         """Accumulate gradients into the parameters; ``full=True`` also records them for inputs (``gradient``)."""
@@ -102,15 +108,14 @@ class Expression:
         return np.moveaxis(v, 0, -1) if g.n_sig[self.i].ragged else v
 
     def set(self, values):
-        """Set the value of a ``vecInput``/``inputVector``/``scalarInput`` before it is computed."""
+        """Set the value of an input (``vecInput``, ``inputVector``, ``scalarInput``, ...); values computed from
+        it are recomputed when next asked for, as in DyNet."""
         g = self._live()
         if g.n_sig[self.i].prim is not R.DY_INPUT:
             raise TypeError("set(): only input expressions can be set")
-        if g.n_loc and self.i < len(g.n_loc) and g.n_loc[self.i] >= 0:
-            raise RuntimeError("set(): this input was already computed in this graph; build the graph again "
-                               "(renew_cg) to use a new value")
         item = g.n_aux[self.i]
         item.value = np.asarray(values, dtype=item.value.dtype).reshape(item.value.shape)
+        invalidate(g)  # DyNet's static-graph style: the next value() recomputes with the new input
 
     def __getitem__(self, index):
         return getitem(self, index)
@@ -151,6 +156,14 @@ class Expression:
 
     def __pow__(self, other, modulo=None):
         return pow_(self, other)
+
+
+def invalidate(g):
+    """Forget every value graph ``g`` has computed, so that the next request recomputes it (DyNet's
+    ``invalidate``: an input was set, or parameters changed, since). The graph's nodes stay."""
+    g.batches.clear()
+    g.n_loc.clear()  # grown back to "not run" (-1) by the next forward
+    g.first_pending = 0
 
 
 def _number(x):

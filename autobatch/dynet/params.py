@@ -522,53 +522,56 @@ def _assign(p, e):
         p._p.accumulate(backend.xp.asarray(e["grad"], dtype=p._p.dtype))
 
 
-# ---- saving objects (dy.save / dy.load) ----------------------------------------------------------------------
+# ---- saving objects (dy.save / dy.load), in DyNet's own layout ------------------------------------------------
+# ``basename.meta`` is a sequence of pickles, one per object: ("Parameters", name), ("LookupParameters", name), or
+# (builder class, spec, name of its collection); ``basename.data`` holds their parameters in the text format
+# above, under their names. Files written by real DyNet's ``dy.save`` load here: its classes (module ``_dynet``)
+# are read as this module's.
+
+
+class _Unpickler(pickle.Unpickler):
+    def find_class(self, module, name):
+        if module in ("_dynet", "dynet"):
+            import autobatch.dynet as ad
+
+            return getattr(ad, name)
+        return super().find_class(module, name)
 
 
 def save(basename, objects):
-    """Save parameters and builders: ``basename.meta`` (how to rebuild them) and ``basename.data`` (values)."""
-    objects = list(objects)
-    specs = []
-    with open(basename + ".data", "w") as f:
-        for k, obj in enumerate(objects):
-            params = _params_of(obj)
-            specs.append((type(obj).__name__, obj.spec if hasattr(obj, "spec") else
-                          (type(obj) is LookupParameters, obj.shape()), len(params)))
-            for j, p in enumerate(params):
-                _write(f, p, f"/{k}/{j}")
-    with open(basename + ".meta", "wb") as f:
-        pickle.dump(specs, f)
+    """Save parameters, lookup parameters and builders (anything with ``spec``, ``from_spec`` and
+    ``param_collection``) to ``basename.meta`` and ``basename.data``, as DyNet does."""
+    open(basename + ".data", "w").close()
+    with open(basename + ".meta", "wb") as fh:
+        for obj in objects:
+            if isinstance(obj, Parameters):
+                pickle.dump((type(obj).__name__, obj.name()), fh)
+                obj.save(basename + ".data", append=True)
+            elif hasattr(obj, "param_collection"):
+                pickle.dump((type(obj), obj.spec, obj.param_collection().name()), fh)
+                obj.param_collection().save(basename + ".data", append=True)
+            else:
+                raise TypeError(errors.at(f"save: cannot save a {type(obj).__name__}"))
 
 
 def load_generator(basename, pc):
-    """Rebuild saved objects in collection ``pc``, one at a time."""
-    from . import builders
-
-    with open(basename + ".meta", "rb") as f:
-        specs = pickle.load(f)
-    entries = read_dynet_file(basename + ".data")
-    k = 0
-    for kind, spec, count in specs:
-        if kind in ("Parameters", "LookupParameters"):
-            lookup, dims = spec
-            obj = (pc.add_lookup_parameters if lookup else pc.add_parameters)(dims, init=0)
-        else:
-            obj = getattr(builders, kind).from_spec(spec, pc)
-        for p, e in zip(_params_of(obj), entries[k:k + count]):
-            _assign(p, e)
-        k += count
-        yield obj
+    """Rebuild saved objects (ours or real DyNet's) in collection ``pc``, one at a time."""
+    data = basename + ".data"
+    with open(basename + ".meta", "rb") as fh:
+        while True:
+            try:
+                item = _Unpickler(fh).load()
+            except EOFError:
+                return
+            if item[0] in ("Parameters", "LookupParameters"):
+                yield pc.load_param(data, item[1])
+            else:
+                cls, spec, name = item
+                obj = cls.from_spec(spec, pc)
+                obj.param_collection().populate(data, name)
+                yield obj
 
 
 def load(basename, pc):
     """Rebuild saved objects in collection ``pc`` (a list, in the order saved)."""
     return list(load_generator(basename, pc))
-
-
-def _params_of(obj):
-    if isinstance(obj, Parameters):
-        return [obj]
-    if hasattr(obj, "param_collection"):
-        pc = obj.param_collection()
-        return pc.parameters_list() + pc.lookup_parameters_list()
-    raise TypeError(errors.at(f"save: cannot save a {type(obj).__name__}"))

@@ -24,10 +24,25 @@ import numpy as np
 
 from .. import graph as _graph
 from ..distributed import Communicator, DataParallel, communicator, failure_message
-from ..optim import Adam
-from ..train import Trainer
+from ..optim import SGD, Adam
+from ..rnn import GRU, LSTM
+from ..train import NORMALIZE, Trainer
 
-__all__ = ["common_parser", "check_args", "split_file", "subset", "train_model", "emit"]
+__all__ = ["common_parser", "add_recurrent_flags", "recurrent", "check_args", "split_file", "subset",
+           "train_model", "emit"]
+
+
+def _clip(text):
+    """``--clip``'s value: a threshold > 0, ``auto`` (from the gradient norm's range) or ``none``."""
+    if text.lower() in ("auto", "none"):
+        return text.lower() if text.lower() == "auto" else None
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--clip expects a number, 'auto' or 'none', got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"--clip must be positive, got {value} ('none' for no clipping)")
+    return value
 
 
 def common_parser(description, *, epochs, batch_size, lr, embed, hidden, max_train, max_dev):
@@ -40,17 +55,29 @@ def common_parser(description, *, epochs, batch_size, lr, embed, hidden, max_tra
     ap.add_argument("--max-dev", type=int, default=None, metavar="N",
                     help=f"use N dev examples (default: all; synthetic: {max_dev})")
     ap.add_argument("--seed", type=int, default=0, help="initialisation, shuffling and synthetic data")
+    ap.add_argument("--test", action="store_true", help="after training, also score the best model on the "
+                                                         "dataset's test split (needs --data)")
     ap.add_argument("--embed", type=int, default=embed, help=f"word embedding size (default {embed})")
     ap.add_argument("--hidden", type=int, default=hidden, help=f"recurrent hidden size (default {hidden})")
     ap.add_argument("--batch-size", type=int, default=batch_size, help=f"minibatch size (default {batch_size})")
-    ap.add_argument("--lr", type=float, default=lr, help=f"Adam learning rate (default {lr})")
-    ap.add_argument("--clip", type=float, default=5.0, help="gradient norm clipping threshold (DyNet's 5)")
+    ap.add_argument("--lr", type=float, default=lr, help=f"learning rate (default {lr})")
+    ap.add_argument("--optimizer", choices=("adam", "sgd"), default="adam", help="the optimiser (default adam)")
+    ap.add_argument("--momentum", type=float, default=0.0, help="sgd: momentum (default 0)")
+    ap.add_argument("--clip", type=_clip, default=5.0, metavar="{T,auto,none}",
+                    help="gradient norm clipping: a threshold (default DyNet's 5), 'auto' (the 95th percentile "
+                         "of the first 100 steps' norms) or 'none'")
+    ap.add_argument("--normalize", choices=NORMALIZE, default="max_len",
+                    help="the minibatch loss: its sum over the longest example's length (default), over the "
+                         "number of examples, or the plain sum")
     ap.add_argument("--strategy", choices=_graph.STRATEGIES, default="agenda", help="batching strategy")
     ap.add_argument("--patience", type=int, default=3, help="stop after this many epochs without a better dev "
                                                              "metric (default 3)")
     ap.add_argument("--checkpoint-dir", metavar="DIR", help="write last.npz there after every epoch")
     ap.add_argument("--resume", action="store_true", help="continue from --checkpoint-dir/last.npz if present")
     ap.add_argument("--log", metavar="FILE", help="one JSON line per epoch")
+    ap.add_argument("--keep-epochs", action="store_true", help="also keep --checkpoint-dir/epoch_NNN.npz per "
+                                                                "epoch (for checkpoint ensembles)")
+    ap.add_argument("--trace", metavar="FILE", help="write every step's loss and gradient norm there (JSON)")
     ap.add_argument("--distributed", action="store_true",
                     help="data-parallel over the ranks of an MPI job: launch with mpirun -n N python -m ... "
                          "--distributed (needs pip install -e '.[mpi]'); --batch-size is the whole minibatch, "
@@ -58,17 +85,61 @@ def common_parser(description, *, epochs, batch_size, lr, embed, hidden, max_tra
     return ap
 
 
+def add_recurrent_flags(ap, *, dropout=0.0):
+    """The recurrent block's tricks as flags (the tagger's and the language model's; see ``recurrent``)."""
+    g = ap.add_argument_group("recurrent block")
+    g.add_argument("--cell", choices=("lstm", "gru"), default="lstm", help="the recurrent cell (default lstm)")
+    g.add_argument("--layers", type=int, default=1, help="stacked layers (default 1)")
+    g.add_argument("--combine", choices=("last", "sum"), default="last",
+                   help="with --layers > 1: the top layer's outputs (default) or their sum over the layers")
+    g.add_argument("--layer-norm", action="store_true", help="layer normalisation in the recurrence")
+    g.add_argument("--learned-init", action="store_true", help="trainable initial state (default zeros)")
+    g.add_argument("--forget-bias", type=float, default=1.0, help="lstm: the forget gate's initial bias (1)")
+    g.add_argument("--reset-bias", type=float, default=-1.0, help="gru: the reset gate's initial bias (-1)")
+    g.add_argument("--dropout", type=float, default=dropout,
+                   help=f"dropout on the feed-forward connections: the recurrence's input (a new mask per step) "
+                        f"and its output (default {dropout})")
+    g.add_argument("--variational", action="store_true",
+                   help="with --dropout: one mask per sequence on the recurrence's input and on its h (Gal)")
+    g.add_argument("--recurrent-dropout", type=float, default=0.0,
+                   help="dropout on the cell's candidate update (Semeniuta; default 0)")
+    g.add_argument("--zoneout", type=float, default=0.0, help="zoneout on h (and c) (default 0)")
+    g.add_argument("--dropconnect", type=float, default=0.0,
+                   help="DropConnect on the recurrence's weight matrices, one mask per sequence (default 0)")
+    return g
+
+
+def recurrent(args, pc, input_dim, hidden, name):
+    """The recurrent block the flags of ``add_recurrent_flags`` describe: an LSTM or GRU (``autobatch.rnn``)."""
+    options = dict(num_layers=args.layers, combine=args.combine, layer_norm=args.layer_norm,
+                   learned_init=args.learned_init, dropout=args.dropout, variational=args.variational,
+                   recurrent_dropout=args.recurrent_dropout, zoneout=args.zoneout, dropconnect=args.dropconnect,
+                   name=name)
+    if args.cell == "gru":
+        return GRU(pc, input_dim, hidden, reset_bias=args.reset_bias, **options)
+    return LSTM(pc, input_dim, hidden, forget_bias=args.forget_bias, **options)
+
+
 def check_args(ap, args):
     """Reject flag values the examples cannot use (argparse's own error: usage and exit status 2)."""
-    for flag in ("epochs", "batch_size", "embed", "hidden", "mlp", "max_train", "max_dev", "patience"):
+    for flag in ("epochs", "batch_size", "embed", "hidden", "mlp", "max_train", "max_dev", "patience", "layers"):
         v = getattr(args, flag, None)
         if v is not None and v < 1:
             ap.error(f"--{flag.replace('_', '-')} must be at least 1, got {v}")
-    for flag in ("lr", "clip"):
-        if not getattr(args, flag) > 0:
-            ap.error(f"--{flag} must be positive, got {getattr(args, flag)}")
+    if not args.lr > 0:
+        ap.error(f"--lr must be positive, got {args.lr}")
+    for flag in ("dropout", "recurrent_dropout", "zoneout", "dropconnect", "momentum"):
+        v = getattr(args, flag, None)
+        if v is not None and not 0.0 <= v < 1.0:
+            ap.error(f"--{flag.replace('_', '-')} must lie in [0, 1), got {v}")
+    if getattr(args, "variational", False) and not args.dropout:
+        ap.error("--variational needs --dropout P > 0 (it makes that dropout's masks one per sequence)")
     if args.resume and not args.checkpoint_dir:
         ap.error("--resume needs --checkpoint-dir")
+    if args.test and not args.data:
+        ap.error("--test needs --data (the synthetic sets have no test split)")
+    if args.keep_epochs and not args.checkpoint_dir:
+        ap.error("--keep-epochs needs --checkpoint-dir")
     args.comm = Communicator()
     if getattr(args, "distributed", False):
         try:
@@ -112,13 +183,15 @@ def subset(items, n):
 
 
 def train_model(model, train, dev, evaluate, args, *, metric, mode="max", unit="examples", perplexity=None):
-    """Train ``model`` (``pc`` and ``loss(example)``) with ``autobatch.Trainer`` and the common flags: Adam,
-    gradient norm clipped at ``--clip``, the minibatch loss normalised by its longest example, early stopping on
+    """Train ``model`` (``pc`` and ``loss(example)``) with ``autobatch.Trainer`` and the common flags: Adam (or
+    ``--optimizer sgd``), gradient norm clipped per ``--clip``, the minibatch loss normalised per ``--normalize``
+    (default: by its longest example), early stopping on
     ``evaluate(dev)`` (named ``metric``; ``mode`` says whether higher is better; run with dropout off) with the
-    best parameters restored, optional checkpoints and log. Prints one line per epoch: the training loss as the
-    optimiser saw it (each minibatch's sum over its longest example's length) and per token, with its
-    perplexity when ``perplexity`` (default: when ``metric`` is a perplexity). Returns the Trainer and a summary (the best dev metric, epochs, per-epoch
-    training loss and loss per token (and perplexity), training seconds, ``train_<unit>_per_s``, ``ranks`` and
+    best parameters restored, optional checkpoints, log and ``--trace``. Prints one line per epoch: the training
+    loss as the optimiser saw it (each minibatch's normalised loss) and per token, with its perplexity when
+    ``perplexity`` (default: when ``metric`` is a perplexity). Returns the Trainer and a summary (the best dev
+    metric, epochs, the dev metric per epoch (``dev_curve``), per-epoch training loss and loss per token (and
+    perplexity), training seconds, ``train_<unit>_per_s``, ``ranks`` and
     ``allreduce_bytes_per_step``: the mean bytes this rank sent per gradient sync, 0 in one process). With
     ``--distributed`` (``args.comm`` set by ``check_args``) the Trainer is data-parallel over the job's ranks."""
     if perplexity is None:
@@ -127,6 +200,7 @@ def train_model(model, train, dev, evaluate, args, *, metric, mode="max", unit="
     dp = DataParallel(model.pc, comm) if getattr(args, "distributed", False) else None
     trainer = None
     mark = [time.perf_counter(), 0]  # end of the previous epoch's evaluation, steps done by then
+    how = {"max_len": "sum / longest example", "batch": "mean over examples", "sum": "sum"}[args.normalize]
 
     def watched(examples):
         seconds = time.perf_counter() - mark[0]
@@ -134,16 +208,25 @@ def train_model(model, train, dev, evaluate, args, *, metric, mode="max", unit="
         value = evaluate(examples)
         per_token = trainer.epoch_loss_per_token
         ppl = f" (perplexity {math.exp(min(per_token, 700)):.2f})" if perplexity else ""
-        print(f"epoch {trainer.epoch}: train loss {sum(losses) / max(1, len(losses)):.4f} per minibatch (sum / longest example), "
+        print(f"epoch {trainer.epoch}: train loss {sum(losses) / max(1, len(losses)):.4f} per minibatch ({how}), "
               f"{per_token:.4f} per token{ppl}, {len(train) / seconds:.0f} {unit}/s; {metric} {value:.4f}",
               flush=True)
         mark[:] = time.perf_counter(), trainer.step
         return value
 
-    trainer = Trainer(model.pc, model.loss, Adam(model.pc, lr=args.lr), batch_size=args.batch_size,
+    if args.optimizer == "sgd":
+        optimizer = SGD(model.pc, lr=args.lr, momentum=args.momentum)
+    else:
+        optimizer = Adam(model.pc, lr=args.lr)
+    trainer = Trainer(model.pc, model.loss, optimizer, batch_size=args.batch_size, normalize=args.normalize,
                       strategy=args.strategy, clip=args.clip, evaluate=watched, mode=mode, patience=args.patience,
-                      checkpoint_dir=args.checkpoint_dir, log_path=args.log, seed=args.seed, parallel=dp)
-    trainer.fit(train, dev, epochs=args.epochs, resume=args.resume)
+                      checkpoint_dir=args.checkpoint_dir, keep_epochs=args.keep_epochs, log_path=args.log,
+                      seed=args.seed, parallel=dp)
+    try:
+        trainer.fit(train, dev, epochs=args.epochs, resume=args.resume)
+    finally:  # a diverged run's trace is the interesting one
+        if args.trace and comm.rank == 0:
+            write_trace(args.trace, trainer)
     history = trainer.history
     seconds = sum(r["seconds"] for r in history)
     summary = {
@@ -152,6 +235,7 @@ def train_model(model, train, dev, evaluate, args, *, metric, mode="max", unit="
         "epochs": trainer.epoch,
         "train_loss": [round(r["train_loss"], 6) for r in history],
         "train_loss_per_token": [round(r["train_loss_per_token"], 6) for r in history],
+        "dev_curve": [r["dev_metric"] for r in history],
         "train_seconds": round(seconds, 3),
         f"train_{unit}_per_s": round(len(train) * len(history) / seconds, 2) if seconds > 0 else None,
         "ranks": comm.size,
@@ -160,6 +244,14 @@ def train_model(model, train, dev, evaluate, args, *, metric, mode="max", unit="
     if perplexity:
         summary["train_perplexity"] = [round(math.exp(min(r["train_loss_per_token"], 700)), 3) for r in history]
     return trainer, summary
+
+
+def write_trace(path, trainer):
+    """``--trace``: every step's loss (as the optimiser saw it) and gradient norm before clipping, the clipping
+    threshold in the end, and the steps per epoch, as one JSON object."""
+    trace = {"step_losses": trainer.step_losses, "grad_norms": trainer.monitor.norms,
+             "clip": trainer.monitor.threshold, "epoch_steps": [r["step"] for r in trainer.history]}
+    Path(path).write_text(json.dumps(trace), encoding="utf-8")
 
 
 def emit(metrics):

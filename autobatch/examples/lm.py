@@ -28,8 +28,9 @@ from .. import ops
 from .. import output_layers as out
 from ..graph import renew_cg
 from ..parameters import ParameterCollection
+from ..regularize import dropout
 from ..rnn import LSTM
-from . import check_args, common_parser, emit, split_file, subset, train_model
+from . import add_recurrent_flags, check_args, common_parser, emit, recurrent, split_file, subset, train_model
 
 BOUNDARY = "<s>"
 SOFTMAXES = ("full", "class", "sampled", "adaptive")
@@ -60,26 +61,29 @@ class LanguageModel:
     w_(t-1); the output layer is ``softmax`` (see ``output_layer``: a full softmax by default; ``counts`` and
     ``softmax_options`` are what the others need). ``words`` is a ``data.Vocab`` that holds the boundary symbol
     ``<s>``; an example is a list of word ids. The output biases start at the log unigram distribution of
-    ``counts``."""
+    ``counts``. ``rnn(pc, input_dim, hidden, name)`` makes the recurrent block (default a plain LSTM; the command
+    line's comes from the recurrent flags); ``dropout`` drops units of its outputs (off in eval mode)."""
 
     def __init__(self, words, *, embed=128, hidden=256, seed=0, dtype=np.float32, softmax="full", counts=None,
-                 **softmax_options):
+                 rnn=None, dropout=0.0, **softmax_options):
         if BOUNDARY not in words:
             raise ValueError(f"LanguageModel: the vocabulary has no boundary symbol {BOUNDARY!r}; build it with "
                              f"Vocab.build(..., specials=({BOUNDARY!r},))")
         self.words, self.boundary = words, words.index(BOUNDARY)
         self.pc = pc = ParameterCollection(seed=seed, dtype=dtype)
         self.E = pc.add_lookup_parameters((len(words), embed), name="E")
-        self.lstm = LSTM(pc, embed, hidden, name="lstm")
+        self.lstm = rnn(pc, embed, hidden, "lstm") if rnn is not None else LSTM(pc, embed, hidden, name="lstm")
+        self.dropout = float(dropout)
         if counts is None:
             counts = np.ones(len(words))
         self.out = output_layer(softmax, pc, hidden, words, counts, **softmax_options)
         self.out.set_unigram_bias(counts)  # start from the unigram model: the sampled softmax needs it
 
     def states(self, word_ids):
-        """The LSTM's outputs after ``<s>`` and after each word: one sequence of len(word_ids) + 1 rows (the
-        LSTM over the sentence is one scan node)."""
-        return self.lstm.transduce(self.E[[self.boundary] + list(word_ids)])
+        """The LSTM's outputs after ``<s>`` and after each word, under ``dropout``: one sequence of
+        len(word_ids) + 1 rows (the LSTM over the sentence is one scan node, without the recurrent flags'
+        regularisers)."""
+        return dropout(self.lstm.transduce(self.E[[self.boundary] + list(word_ids)]), self.dropout)
 
     def loss(self, word_ids):
         """The per-prediction training losses of one sentence, its closing ``<s>`` included (a sequence):
@@ -146,6 +150,7 @@ def main(argv=None):
     ap.add_argument("--proposal", choices=out.PROPOSALS, default="log-uniform", help="sampled: the proposal")
     ap.add_argument("--cutoffs", metavar="C1,C2,..", help="adaptive: the clusters' first word ids (default V/5,V/2)")
     ap.add_argument("--div-value", type=float, default=4.0, help="adaptive: tail i has dim / div**(i+1) dims")
+    add_recurrent_flags(ap)
     args = ap.parse_args(argv)
     check_args(ap, args)
     for flag in ("classes", "samples"):
@@ -161,16 +166,20 @@ def main(argv=None):
     counts = np.bincount([w for s in train for w in s] + [words.index(BOUNDARY)] * len(train), minlength=len(words))
     model = LanguageModel(words, embed=args.embed, hidden=args.hidden, seed=args.seed, softmax=args.softmax,
                           counts=counts, n_classes=args.classes, clusters=args.clusters, samples=args.samples,
-                          proposal=args.proposal, cutoffs=cutoffs, div_value=args.div_value)
+                          proposal=args.proposal, cutoffs=cutoffs, div_value=args.div_value, dropout=args.dropout,
+                          rnn=lambda pc, input_dim, hidden, name: recurrent(args, pc, input_dim, hidden, name))
     unigram = unigram_perplexity(train, dev, len(words), model.boundary)
     print(f"{'PTB' if args.data else 'synthetic'}: {len(train)} train / {len(dev)} dev sentences, "
           f"{sum(map(len, train))} train words, vocabulary {len(words)}; unigram dev perplexity {unigram:.1f}",
           flush=True)
     _, summary = train_model(model, train, dev, model.perplexity, args, metric="dev_perplexity", mode="min",
                              unit="sents")
+    if args.test:  # the best epoch's parameters, restored by the Trainer; the exact distribution, as on dev
+        test = [words.encode(s) for s in data.read_lm(split_file(args.data, "ptb.test.txt"))]
+        summary["test_perplexity"] = model.perplexity(test)
     return emit({**summary, "unigram_perplexity": unigram, "train_sentences": len(train),
                  "dev_sentences": len(dev), "vocab_size": len(words), "data": args.data or "synthetic",
-                 "softmax": args.softmax,
+                 "softmax": args.softmax, "parameters": int(sum(p.data.size for p in model.pc.parameters())),
                  "wall_seconds": round(time.perf_counter() - t0, 3)})
 
 

@@ -7,6 +7,13 @@ to the unknown word, so its embedding is trained on the training set's singleton
     python -m autobatch.examples.tagger                                        # synthetic tagged sentences
     python -m autobatch.examples.tagger --data ../shared/data/ud-english-ewt   # UD English EWT
 
+``--char-dim N`` adds character-level word embeddings (the DyNet autobatching paper's "BiLSTM w/char"): a
+character BiLSTM (``--char-hidden`` per direction) reads each word, and its last forward and first backward
+states join the word embedding. A word's characters are one sequence, so its character BiLSTM is one scan node
+and the engine runs those of every word of the minibatch as one kernel call. ``--dropout P`` drops units of the
+BiLSTM's input and output (and ``--variational``, ``--recurrent-dropout``, ``--zoneout``, ``--dropconnect``, the
+recurrent block's other flags, apply to the word-level BiLSTM; see ``--help``).
+
 ``--max-train N`` / ``--max-dev N`` use a fixed random subset of the sentences (the same for every ``--seed``).
 ``mpirun -n 4 python -m autobatch.examples.tagger --distributed ...`` trains data-parallel on 4 processes.
 
@@ -22,46 +29,92 @@ from .. import ops
 from ..batch_map import batch_map
 from ..graph import renew_cg
 from ..parameters import ParameterCollection
+from ..regularize import dropout
 from ..rnn import LSTM, BiRNN
-from . import check_args, common_parser, emit, split_file, subset, train_model
+from . import add_recurrent_flags, check_args, common_parser, emit, recurrent, split_file, subset, train_model
+
+
+def _lstm(pc, input_dim, hidden, name):
+    return LSTM(pc, input_dim, hidden, name=name)
 
 
 class Tagger:
-    """tag scores at position t = O tanh(H [f_t; b_t]), with [f_t; b_t] the BiLSTM's output over the word
-    embeddings. ``words`` and ``tags`` are ``data.Vocab``s (``words`` with an unknown token). An example is
-    ``(word ids, tag ids)``; ``encode`` makes one from a ``data.Sentence``."""
+    """tag scores at position t = O tanh(H d([f_t; b_t])), with [f_t; b_t] the BiLSTM's output over the word
+    vectors and d dropout (``dropout``; off in eval mode). ``words`` and ``tags`` are ``data.Vocab``s (``words``
+    with an unknown token). A word's vector is its embedding, and with ``char_dim`` > 0 also its characters'
+    BiLSTM summary [last forward state; first backward state] (``chars``: a ``data.Vocab`` of characters with
+    an unknown token; ``char_hidden`` per direction, default ``char_dim``). ``rnn(pc, input_dim, hidden,
+    name)`` makes each direction of the word-level BiLSTM (default a plain LSTM; the command line's comes from
+    the recurrent flags). An example is ``(x, tag ids)``, x the word ids, or with characters ``(word ids,
+    char ids per word)``; ``encode`` makes one from a ``data.Sentence``."""
 
-    def __init__(self, words, tags, *, embed=128, hidden=50, mlp=32, seed=0, dtype=np.float32):
+    def __init__(self, words, tags, *, embed=128, hidden=50, mlp=32, seed=0, dtype=np.float32, chars=None,
+                 char_dim=0, char_hidden=None, rnn=None, dropout=0.0):
         if words.unk is None:
             raise ValueError("Tagger: the word vocabulary needs an unknown token for words unseen in training")
-        self.words, self.tags = words, tags
+        if char_dim and (chars is None or chars.unk is None):
+            raise ValueError("Tagger: char_dim > 0 needs chars, a character Vocab with an unknown token")
+        self.words, self.tags, self.dropout = words, tags, float(dropout)
         self.pc = pc = ParameterCollection(seed=seed, dtype=dtype)
         self.E = pc.add_lookup_parameters((len(words), embed), name="E")
-        self.bilstm = BiRNN(LSTM(pc, embed, hidden, name="fwd"), LSTM(pc, embed, hidden, name="bwd"))
+        self.chars = self.C = None
+        width = embed
+        if char_dim:
+            self.chars, self.char_hidden = chars, int(char_hidden or char_dim)
+            self.C = pc.add_lookup_parameters((len(chars), char_dim), name="C")
+            self.char_bilstm = BiRNN(LSTM(pc, char_dim, self.char_hidden, name="cfwd"),
+                                     LSTM(pc, char_dim, self.char_hidden, name="cbwd"))
+            width += 2 * self.char_hidden
+        rnn = rnn or _lstm
+        self.bilstm = BiRNN(rnn(pc, width, hidden, "fwd"), rnn(pc, width, hidden, "bwd"))
         self.H = pc.add_parameters((mlp, 2 * hidden), name="H")
         self.O = pc.add_parameters((len(tags), mlp), name="O")
 
     def encode(self, sentence):
-        """``(word ids, tag ids)`` of a ``data.Sentence`` (its UPOS tags)."""
-        return self.words.encode(sentence.words), self.tags.encode(sentence.upos)
+        """``(x, tag ids)`` of a ``data.Sentence`` (its UPOS tags): x the word ids, or with characters
+        ``(word ids, char ids per word)``."""
+        word_ids, tag_ids = self.words.encode(sentence.words), self.tags.encode(sentence.upos)
+        if self.C is None:
+            return word_ids, tag_ids
+        unk = [self.chars.index(self.chars.unk)]
+        return (word_ids, [self.chars.encode(list(w)) or unk for w in sentence.words]), tag_ids
 
-    def scores(self, word_ids):
-        """The tag scores (logits) at every position: one sequence, the sentence's BiLSTM one scan node."""
-        E, H, O = self.E, self.H, self.O
-        return O @ ops.tanh(H @ self.bilstm.transduce(E[list(word_ids)]))
+    def char_vector(self, char_ids):
+        """A word's character summary [last forward state; first backward state] of the character BiLSTM: the
+        word's characters are one sequence, so the BiLSTM is one scan node (batched across words)."""
+        hs = self.char_bilstm.transduce(self.C[list(char_ids)])
+        H = self.char_hidden
+        return ops.concat([ops.pick_range(ops.row(hs, -1), 0, H), ops.pick_range(ops.row(hs, 0), H, 2 * H)])
+
+    def word_vectors(self, x):
+        """The word vectors of a sentence ``x`` (see ``encode``), one sequence."""
+        if self.C is None:
+            return self.E[list(x)]
+        word_ids, char_ids = x
+        return ops.concat([self.E[list(word_ids)], ops.sequence([self.char_vector(c) for c in char_ids])])
+
+    def scores(self, x):
+        """The tag scores (logits) at every position: one sequence; without the regularisers of the recurrent
+        flags, the sentence's BiLSTM is one scan node."""
+        H, O = self.H, self.O
+        return O @ ops.tanh(H @ dropout(self.bilstm.transduce(self.word_vectors(x)), self.dropout))
 
     def loss(self, example):
-        """The per-token losses -log p(tag | sentence) of one ``(word ids, tag ids)`` example (a sequence)."""
-        word_ids, tag_ids = example
-        return ops.pick_neg_log_softmax(self.scores(word_ids), tag_ids)
+        """The per-token losses -log p(tag | sentence) of one ``(x, tag ids)`` example (a sequence)."""
+        x, tag_ids = example
+        return ops.pick_neg_log_softmax(self.scores(x), tag_ids)
 
-    def predict(self, word_ids):
+    def probs(self, x):
+        """p(tag | sentence) at every position, a list of vectors (``autobatch.ensemble``'s protocol)."""
+        return ops.rows(ops.softmax(self.scores(x)))
+
+    def predict(self, x):
         """The most likely tag id at every position. Builds in the current graph and reads its values, so
         ``batch_map(model.predict, sentences)`` tags many sentences in one batched pass (see ``predict_all``)."""
-        if not word_ids:
+        if not (x[0] if self.C is not None else x):
             return []
         # One value read per sentence: under batch_map every sentence waits once, and all run together.
-        return self.scores(word_ids).value().argmax(axis=1).tolist()
+        return self.scores(x).value().argmax(axis=1).tolist()
 
     def predict_all(self, sentences, batch_size=256):
         """``predict`` for every sentence (word ids), one graph per ``batch_size`` sentences."""
@@ -89,34 +142,62 @@ def load(args):
     return sents[:n_train], sents[n_train:]
 
 
-def main(argv=None):
-    """Train and evaluate the tagger; returns the metrics printed as the last line."""
-    t0 = time.perf_counter()
+def parser():
+    """The tagger's command line."""
     ap = common_parser(__doc__, epochs=5, batch_size=32, lr=3e-3, embed=128, hidden=50, max_train=400, max_dev=100)
     ap.add_argument("--mlp", type=int, default=32, help="MLP size (default 32)")
     ap.add_argument("--min-count", type=int, default=2, help="words seen fewer times map to the unknown word")
     ap.add_argument("--vocab", type=int, default=1000, help="synthetic vocabulary size (default 1000)")
+    ap.add_argument("--char-dim", type=int, default=0, metavar="N",
+                    help="character embedding size of the character BiLSTM word vectors (default 0: off)")
+    ap.add_argument("--char-hidden", type=int, default=32, metavar="N",
+                    help="with --char-dim: the character BiLSTM's hidden size per direction (default 32)")
+    add_recurrent_flags(ap)
+    return ap
+
+
+def main(argv=None):
+    """Train and evaluate the tagger; returns the metrics printed as the last line."""
+    t0 = time.perf_counter()
+    ap = parser()
     args = ap.parse_args(argv)
     check_args(ap, args)
+    if args.char_dim < 0 or args.char_hidden < 1:
+        ap.error(f"--char-dim must be at least 0 and --char-hidden at least 1, got {args.char_dim}, "
+                 f"{args.char_hidden}")
     return args.comm.run(train_and_evaluate, args, t0)  # under mpirun a failing rank aborts the job, not hangs it
+
+
+def build(args, train_sents, dev_sents):
+    """The Tagger the flags describe, its vocabularies built from ``train_sents`` (and the tags of both)."""
+    words = data.Vocab.build([s.words for s in train_sents], min_count=args.min_count)
+    tags = data.Vocab.build([s.upos for s in train_sents + dev_sents], unk=None)  # a dev-only tag: scored wrong
+    chars = data.Vocab.build([list(w) for s in train_sents for w in s.words]) if args.char_dim else None
+    return Tagger(words, tags, embed=args.embed, hidden=args.hidden, mlp=args.mlp, seed=args.seed, chars=chars,
+                  char_dim=args.char_dim, char_hidden=args.char_hidden, dropout=args.dropout,
+                  rnn=lambda pc, input_dim, hidden, name: recurrent(args, pc, input_dim, hidden, name))
 
 
 def train_and_evaluate(args, t0):
     """Everything ``main`` does after parsing the flags: load, train, evaluate, print the JSON metrics."""
     train_sents, dev_sents = load(args)
-    words = data.Vocab.build([s.words for s in train_sents], min_count=args.min_count)
-    tags = data.Vocab.build([s.upos for s in train_sents + dev_sents], unk=None)  # a dev-only tag: scored wrong
-    model = Tagger(words, tags, embed=args.embed, hidden=args.hidden, mlp=args.mlp, seed=args.seed)
+    model = build(args, train_sents, dev_sents)
+    words, tags = model.words, model.tags
     train, dev = [model.encode(s) for s in train_sents], [model.encode(s) for s in dev_sents]
     counts = np.bincount([t for _, ts in train for t in ts], minlength=len(tags))
     majority = int(counts.argmax())
     baseline = float(np.mean([t == majority for _, ts in dev for t in ts]))
+    chars = f", {len(model.chars)} characters" if model.chars is not None else ""
     print(f"{'EWT' if args.data else 'synthetic'}: {len(train)} train / {len(dev)} dev sentences, "
-          f"{sum(map(len, (w for w, _ in train)))} train words, {len(words)} word types (min count "
-          f"{args.min_count}), {len(tags)} tags; majority-tag dev accuracy {baseline:.4f}", flush=True)
+          f"{sum(len(ts) for _, ts in train)} train words, {len(words)} word types (min count "
+          f"{args.min_count}), {len(tags)} tags{chars}; majority-tag dev accuracy {baseline:.4f}", flush=True)
     _, summary = train_model(model, train, dev, model.accuracy, args, metric="dev_accuracy", unit="sents")
+    if args.test:  # the best epoch's parameters, restored by the Trainer
+        test = [model.encode(s) for s in data.read_conllu(split_file(args.data, "*-ud-test.conllu"))]
+        summary["test_accuracy"] = model.accuracy(test)
     return emit({**summary, "dev_majority_baseline": baseline, "train_sentences": len(train),
                  "dev_sentences": len(dev), "vocab_size": len(words), "data": args.data or "synthetic",
+                 "parameters": int(sum(p.data.size for p in model.pc.parameters())),
                  "wall_seconds": round(time.perf_counter() - t0, 3)})
 
 

@@ -7,7 +7,9 @@ every node (leaves included, as in Tai et al. 2015), Adam, gradient norm clipped
     python -m autobatch.examples.treelstm                                   # synthetic sentiment trees
     python -m autobatch.examples.treelstm --data ../shared/data/sst-trees   # SST (train.txt, dev.txt)
 
-``--max-train N`` / ``--max-dev N`` use a fixed random subset of the trees (the same for every ``--seed``).
+``--dropout P`` drops units of the leaves' word embeddings and of every node's state before the softmax (Tai
+et al.'s regularisation). ``--max-train N`` / ``--max-dev N`` use a fixed random subset of the trees (the same
+for every ``--seed``).
 
 Prints one line per epoch, then a JSON object with dev_root_accuracy, the majority baseline and the speed.
 """
@@ -21,6 +23,7 @@ from .. import ops
 from ..batch_map import batch_map
 from ..graph import renew_cg
 from ..parameters import ParameterCollection
+from ..regularize import dropout
 from ..tree import TreeLSTM
 from . import check_args, common_parser, emit, split_file, subset, train_model
 
@@ -28,14 +31,15 @@ from . import check_args, common_parser, emit, split_file, subset, train_model
 # train.txt has three: "8\xa01/2") reads as two words and the line fails to parse; it is parsed with a stand-in.
 class TreeSentiment:
     """Class scores at every node = W h + b, with h the node's Tree-LSTM output over the word embeddings at
-    the leaves. ``words`` is a ``data.Vocab`` with an unknown token; an example is a ``data.Tree`` (any binary
-    tree whose leaves have ``word`` and whose nodes have an int ``label`` in [0, n_classes))."""
+    the leaves, under ``dropout`` on the embeddings and on h (off in eval mode). ``words`` is a ``data.Vocab``
+    with an unknown token; an example is a ``data.Tree`` (any binary tree whose leaves have ``word`` and whose
+    nodes have an int ``label`` in [0, n_classes))."""
 
-    def __init__(self, words, *, n_classes=5, embed=128, hidden=128, seed=0, dtype=np.float32):
+    def __init__(self, words, *, n_classes=5, embed=128, hidden=128, seed=0, dtype=np.float32, dropout=0.0):
         if words.unk is None:
             raise ValueError("TreeSentiment: the word vocabulary needs an unknown token for words unseen in "
                              "training")
-        self.words, self.n_classes = words, int(n_classes)
+        self.words, self.n_classes, self.dropout = words, int(n_classes), float(dropout)
         self.pc = pc = ParameterCollection(seed=seed, dtype=dtype)
         self.E = pc.add_lookup_parameters((len(words), embed), name="E")
         self.tree = TreeLSTM(pc, embed, hidden, name="tree")
@@ -45,8 +49,12 @@ class TreeSentiment:
     def scores(self, tree):
         """The class scores (logits) of every node of ``tree``, in ``tree.nodes()`` order (the root last), as one
         sequence: the whole tree is one Tree-LSTM scan node, the leaves one lookup."""
-        hs = self.tree.transduce(tree, self.E[self.words.encode(tree.leaves())])
-        return ops.affine(self.b, self.W, hs)
+        return ops.affine(self.b, self.W, self.states(tree))
+
+    def states(self, tree):
+        """Every node's Tree-LSTM h, in ``tree.nodes()`` order (one sequence), under ``dropout``."""
+        leaves = dropout(self.E[self.words.encode(tree.leaves())], self.dropout)
+        return dropout(self.tree.transduce(tree, leaves), self.dropout)
 
     def loss(self, tree):
         """The per-node losses -log p(label | subtree), every node of ``tree`` (a sequence)."""
@@ -55,8 +63,7 @@ class TreeSentiment:
     def predict(self, tree):
         """The most likely class of the root. Builds in the current graph and reads its value, so
         ``batch_map(model.predict, trees)`` classifies many trees in one batched pass (see ``predict_all``)."""
-        hs = self.tree.transduce(tree, self.E[self.words.encode(tree.leaves())])
-        return int(np.argmax(ops.affine(self.b, self.W, ops.row(hs, -1)).value()))
+        return int(np.argmax(ops.affine(self.b, self.W, ops.row(self.states(tree), -1)).value()))
 
     def predict_all(self, trees, batch_size=256):
         """``predict`` for every tree, one graph per ``batch_size`` trees."""
@@ -90,13 +97,15 @@ def main(argv=None):
                        max_dev=100)
     ap.add_argument("--min-count", type=int, default=2, help="words seen fewer times map to the unknown word")
     ap.add_argument("--vocab", type=int, default=500, help="synthetic vocabulary size (default 500)")
+    ap.add_argument("--dropout", type=float, default=0.0, help="dropout on the embeddings and the node states "
+                                                               "(default 0)")
     args = ap.parse_args(argv)
     check_args(ap, args)
     train, dev = load(args)
     words = data.Vocab.build([t.leaves() for t in train], min_count=args.min_count)
     labels = [n.label for t in train for n in t.nodes()]
     model = TreeSentiment(words, n_classes=max(5, 1 + max(labels)), embed=args.embed, hidden=args.hidden,
-                          seed=args.seed)
+                          seed=args.seed, dropout=args.dropout)
     majority = int(np.bincount([t.label for t in train]).argmax())
     baseline = float(np.mean([t.label == majority for t in dev]))
     print(f"{'SST' if args.data else 'synthetic'}: {len(train)} train / {len(dev)} dev trees, {len(labels)} "
@@ -104,6 +113,8 @@ def main(argv=None):
           f"{baseline:.4f}", flush=True)
     _, summary = train_model(model, train, dev, model.root_accuracy, args, metric="dev_root_accuracy",
                              unit="trees")
+    if args.test:  # the best epoch's parameters, restored by the Trainer
+        summary["test_root_accuracy"] = model.root_accuracy(data.read_sst(split_file(args.data, "test.txt")))
     return emit({**summary, "dev_majority_baseline": baseline, "train_trees": len(train), "dev_trees": len(dev),
                  "vocab_size": len(words), "data": args.data or "synthetic",
                  "wall_seconds": round(time.perf_counter() - t0, 3)})
