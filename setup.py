@@ -71,7 +71,10 @@ setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
-    packages=["autobatch", "autobatch.examples", "autobatch.dynet", "kernels"],
+    # The design card keeps the kernels in the top-level kernels/ folder; they install as autobatch.kernels, so the
+    # install claims no top-level name but autobatch (PyPI has a package called "kernels").
+    packages=["autobatch", "autobatch.examples", "autobatch.dynet", "autobatch.kernels"],
+    package_dir={"autobatch.kernels": "kernels"},
     ext_modules=hot_path_extensions(),
     cmdclass={"build_ext": OptionalBuildExt},
     install_requires=["numpy>=1.24", "networkx>=3.0", "matplotlib>=3.7", "tqdm>=4.60", "greenlet>=3.0"],

@@ -7,7 +7,7 @@ from . import _mode
 
 _mode.install()  # before the engine's modules load: it picks their compiled or pure-Python form
 
-from kernels import backend  # noqa: E402  (the imports below must follow install())
+from autobatch.kernels import backend  # noqa: E402  (the imports below must follow install())
 
 from . import checkpoint, data, ensemble, optim, train
 from .batch_map import ExampleError, batch_map

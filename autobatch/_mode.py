@@ -4,14 +4,18 @@
 editable install builds them in place). Python's import system prefers the ``.so``; this module's finder, put
 first on ``sys.meta_path`` by ``autobatch/__init__.py``, loads the ``.py`` source instead when
 - ``AUTOBATCH_PURE=1`` is set (the test suite runs once this way), or
-- the ``.py`` or its ``.pxd`` is newer than the ``.so``: a stale build must never hide an edit (a warning says to
-  rebuild with ``pip install -e .``).
-The choice is made once, at import; ``autobatch.compiled`` reports it.
+- any hot-path module's build is missing or stale (its ``.py``, its ``.pxd`` or a ``.pxd`` that one cimports is
+  newer than its ``.so``): a stale build must never hide an edit (a warning says to rebuild with
+  ``pip install -e .``).
+The choice is made once, at import, for all of them together: compiled modules read each other's C types
+(``ops.pxd`` cimports ``graph.pxd``), so a compiled ops beside a pure-Python graph would not even import.
+``autobatch.compiled`` reports it.
 """
 import importlib
 import importlib.machinery
 import importlib.util
 import os
+import re
 import sys
 import warnings
 
@@ -28,12 +32,39 @@ def _built(folder, stem):
     return None
 
 
-class SourceFinder:
-    """Finds a hot-path module's ``.py`` source where its compiled form must not be used (see the module doc);
-    defers to the normal import otherwise."""
+def _inputs(folder, stem):
+    """The files module ``stem``'s compiled form is made from: its .py, its .pxd, and the .pxd files that .pxd
+    cimports (``from autobatch.graph cimport Graph``: ops.so must be rebuilt when graph.pxd changes)."""
+    files = [os.path.join(folder, stem + ".py")]
+    pxd = os.path.join(folder, stem + ".pxd")
+    if os.path.exists(pxd):
+        files.append(pxd)
+        with open(pxd, encoding="utf-8") as f:
+            files += [os.path.join(folder, m + ".pxd") for m in re.findall(r"^from autobatch\.(\w+) cimport", f.read(), re.M)]
+    return [p for p in files if os.path.exists(p)]
 
-    @staticmethod
-    def find_spec(name, path=None, target=None):
+
+def _stale(folder):
+    """The hot-path modules in ``folder`` whose compiled form is missing or older than its inputs; None when
+    none is compiled (a pure-Python install)."""
+    stale, built_any = [], False
+    for name in HOT_PATH:
+        stem = name.rpartition(".")[2]
+        built = _built(folder, stem)
+        built_any |= built is not None
+        if built is None or max(os.path.getmtime(p) for p in _inputs(folder, stem)) > os.path.getmtime(built):
+            stale.append(name)
+    return stale if built_any else None
+
+
+class SourceFinder:
+    """Finds the hot-path modules' ``.py`` sources where their compiled forms must not be used (see the module
+    doc); defers to the normal import otherwise."""
+
+    decided = {}  # folder -> whether its hot-path modules load from source (decided at the first of them)
+
+    @classmethod
+    def find_spec(cls, name, path=None, target=None):
         """The ``.py`` source's spec for a hot-path module to be run as Python, else None."""
         if name not in HOT_PATH:
             return None
@@ -42,16 +73,13 @@ class SourceFinder:
             source = os.path.join(folder, stem + ".py")
             if not os.path.exists(source):
                 continue
-            built = _built(folder, stem)
-            if built is None:
-                return None  # nothing compiled: the normal import finds the .py anyway
-            if not PURE:
-                newest = max(os.path.getmtime(p) for p in (source, source[:-3] + ".pxd") if os.path.exists(p))
-                if newest <= os.path.getmtime(built):
-                    return None  # the compiled module is up to date: use it
-                warnings.warn(f"{name}: the compiled module is older than its source and is ignored; rebuild "
-                              f"with `pip install -e .`", stacklevel=2)
-            return importlib.util.spec_from_file_location(name, source)
+            if folder not in cls.decided:
+                stale = _stale(folder)
+                if stale and not PURE:
+                    warnings.warn(f"the compiled engine is incomplete or older than its sources ({', '.join(stale)}) "
+                                  f"and is ignored: rebuild with `pip install -e .`", stacklevel=2)
+                cls.decided[folder] = PURE or bool(stale)
+            return importlib.util.spec_from_file_location(name, source) if cls.decided[folder] else None
         return None
 
 

@@ -19,7 +19,7 @@ import zlib
 
 import numpy as np
 
-from kernels import backend
+from autobatch.kernels import backend
 
 try:
     import fcntl

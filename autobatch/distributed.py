@@ -17,7 +17,7 @@ import traceback
 
 import numpy as np
 
-from kernels import backend
+from autobatch.kernels import backend
 
 from . import regularize as _regularize
 

@@ -2,8 +2,8 @@
 differentiation over the same batches, one VJP call per batch, gradients scattered back to their sources."""
 import numpy as np
 
-from kernels import backend
-from kernels.structure import SparseRows
+from autobatch.kernels import backend
+from autobatch.kernels.structure import SparseRows
 
 # Where an executed node's value lives, as one int: batch id * STRIDE + position in the batch (-1 before it runs).
 # One int sorts, compares and tests contiguity faster than a pair. (The graph imports this module, never the

@@ -15,7 +15,7 @@ import weakref
 
 import numpy as np
 
-from kernels import backend
+from autobatch.kernels import backend
 
 from . import errors, executor, scheduler
 from .executor import STRIDE
@@ -121,7 +121,10 @@ class Signature:
 
 
 class Graph:
-    """One minibatch's graph. Created by ``renew_cg``; expressions of an older graph are rejected."""
+    """One minibatch's graph. Created by ``renew_cg``; expressions of an older graph are rejected.
+
+    Compiled (setup.py), Graph and Signature are extension types whose attributes ``graph.pxd`` declares: a new
+    attribute needs its line there too."""
 
     def __init__(self, strategy="agenda", check_finite=False):
         if strategy not in STRATEGIES:

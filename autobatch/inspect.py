@@ -3,7 +3,7 @@ None of this runs on the hot path."""
 import time
 from collections import Counter
 
-from kernels import backend
+from autobatch.kernels import backend
 
 from . import graph as _graph
 

@@ -94,7 +94,7 @@ class Expression(Operators):
     def value(self):
         """The value as a NumPy array, or a Python number for a 0-d result (a float; an int for an integer
         dtype); runs what it needs, batched."""
-        from kernels import backend
+        from autobatch.kernels import backend
 
         v = backend.asnumpy(self._live().value_of(self.i))
         return v.item() if v.ndim == 0 else np.array(v)

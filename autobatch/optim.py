@@ -10,7 +10,7 @@ import math
 
 import numpy as np
 
-from kernels import backend
+from autobatch.kernels import backend
 
 from .plots import line_plot
 

@@ -23,7 +23,7 @@ import weakref
 
 import numpy as np
 
-from kernels.big_softmax import Classes, Sample
+from autobatch.kernels.big_softmax import Classes, Sample
 
 from . import errors
 from . import graph as _graph

@@ -4,7 +4,7 @@ import weakref
 
 import numpy as np
 
-from kernels import backend
+from autobatch.kernels import backend
 
 from . import graph as _graph
 from . import ops

@@ -11,8 +11,8 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from kernels import dropout as _dropout, elementwise as ew, linalg, norm as _norm, recurrent as _rec
-from kernels import scan, sequence as _seq, softmax as sm, structure as st, tree as _tree
+from autobatch.kernels import dropout as _dropout, elementwise as ew, linalg, norm as _norm, recurrent as _rec
+from autobatch.kernels import scan, sequence as _seq, softmax as sm, structure as st, tree as _tree
 
 
 class ShapeError(ValueError):
@@ -202,7 +202,7 @@ PICK_ROW = primitive("pick_row", "structural", same_shape, st.pick_row, st.pick_
 # On sequences, max/min/logsumexp reduce each row (axis >= 1 of the sequence) or, ``*_over_rows``, over the rows
 # (axis 0: max pooling over time), and the attention primitives take rows of any count: a sequence's length never
 # enters a signature.
-from kernels import attention as _att, reduce as _red, select as _sel  # noqa: E402  (this section's kernels)
+from autobatch.kernels import attention as _att, reduce as _red, select as _sel  # noqa: E402  (this section's kernels)
 
 
 def _take_shape(shapes, axis, n):
@@ -464,7 +464,7 @@ TREE_LSTM_HIDDEN = primitive("tree_lstm_hidden", "structural", _tree_hidden_shap
 # One node per predicted word, or per sentence over the sequence of its states (a per-row op: the targets are
 # per-row data). The output layer's parameters are shared by the whole batch, so a batch is every row of every
 # sentence, grouped by class inside the kernel. See ``kernels/big_softmax.py`` and ``autobatch/output_layers.py``.
-from kernels import big_softmax as _big  # noqa: E402  (this section's kernels)
+from autobatch.kernels import big_softmax as _big  # noqa: E402  (this section's kernels)
 
 
 def _state_dim(shapes):
@@ -532,7 +532,7 @@ SAMPLED_NLL = primitive("sampled_softmax_nll", "structural", _sampled_shape, _bi
 # twins of primitives that otherwise refuse sequences (same kernels: they already loop over axis 0), DyNet's
 # column-major reshape and strided selection, sums over a minibatch, inputs that report their gradient, gradient
 # scaling, conv2d / maxpooling2d on (H, W, C) images, and the fused LSTM cell row by row over a minibatch.
-from kernels import conv as _conv, layout as _layout  # noqa: E402 - this section's kernels
+from autobatch.kernels import conv as _conv, layout as _layout  # noqa: E402 - this section's kernels
 
 
 def _twin(prim):

@@ -9,7 +9,7 @@ import weakref
 
 import numpy as np
 
-from kernels import backend
+from autobatch.kernels import backend
 
 from . import errors
 from . import graph as _graph

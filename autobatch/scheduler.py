@@ -108,8 +108,10 @@ def _agenda(graph, targets):
                 k += 1
                 i = a - lo
                 cs = consumers[i]
-                if cs is None:
-                    consumers[i] = [n]
+                if cs is None:  # most nodes have one consumer: kept as the id itself, a list only from two on
+                    consumers[i] = n
+                elif type(cs) is int:
+                    consumers[i] = [cs, n]
                 else:
                     cs.append(n)
                 if not need[i]:
@@ -121,25 +123,27 @@ def _agenda(graph, targets):
         else:
             leaves.append(n)
     leaves.sort()
-    # The ready nodes of each signature (local index), and the signatures holding some, in the order they
-    # became ready: ties in rank go to the earliest.
-    ready, active = [None] * nsig, []
-    for n in leaves:
-        sid = sid_of[n - lo]
-        r = ready[sid]
-        if r is None:
-            ready[sid] = [n]
-            active.append(sid)
-        else:
-            r.append(n)
     unbatchable = bytearray(nsig)
     mean = _zeros(nsig, "d")
     for sid in range(nsig):
         unbatchable[sid] = not sigs[sid].batchable
         if count[sid]:
             mean[sid] = depth_sum[sid] / count[sid]
-    plan = []
-    while active:
+    # The ready nodes of each signature (local index), and the signatures holding some, in the order they
+    # became ready: ties in rank go to the earliest.
+    ready, active, plan = [None] * nsig, [], []
+    released = leaves  # nodes whose inputs have all run, not yet in a ready list
+    while True:
+        for c in released:
+            sid = sid_of[c - lo]
+            r = ready[sid]
+            if r is None:
+                ready[sid] = [c]
+                active.append(sid)
+            else:
+                r.append(c)
+        if not active:
+            break
         best, pick = active[0], 0  # an unbatchable signature first (it holds one node); else the lowest mean
         for j in range(1, len(active)):
             sid = active[j]
@@ -150,23 +154,18 @@ def _agenda(graph, targets):
         batch = ready[best]
         ready[best] = None
         plan.append(batch)
+        released = []
         for n in batch:
             cs = consumers[n - lo]
             if cs is None:
                 continue
-            for c in cs:
+            for c in (cs,) if type(cs) is int else cs:
                 i = c - lo
                 k = waiting[i] - 1
                 waiting[i] = k
                 if not k:
                     left -= 1
-                    sid = sid_of[i]
-                    r = ready[sid]
-                    if r is None:
-                        ready[sid] = [c]
-                        active.append(sid)
-                    else:
-                        r.append(c)
+                    released.append(c)
     if left:
         raise RuntimeError(f"cycle detected: {left} nodes never became ready")
     return plan

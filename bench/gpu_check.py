@@ -80,7 +80,7 @@ def _make(system, task, td, device):
 def measure(task, system, mb, td, warmup, timed, device):
     """Train ``system`` on ``task``: ``warmup`` minibatches untimed, then ``timed`` timed; one record."""
     from bench.peers import tasks
-    from kernels import backend
+    from autobatch.kernels import backend
 
     n = mb * timed
     items, warm = td.items[:n], td.items[n:n + mb * warmup]
@@ -108,7 +108,7 @@ def measure(task, system, mb, td, warmup, timed, device):
 def run_task(args):
     """``--task``: every system and minibatch of one task; a JSON line each (a failure is a line too)."""
     from bench.peers import tasks
-    from kernels import backend
+    from autobatch.kernels import backend
 
     sizes = [int(b) for b in args.batch_sizes.split(",")]
     td = tasks.load(args.task, max(sizes) * (args.timed + args.warmup), None, 0)

@@ -152,7 +152,7 @@ def main(argv=None):
     ap.add_argument("--torch-threads", type=int, default=1,
                     help="PyTorch threads (default 1: on a shared machine a second thread spins while the other "
                          "core is busy, and runs 10-20 times slower)")
-    ap.add_argument("--no-write", action="store_true", help="print the tables but leave RESULTS.md alone")
+    ap.add_argument("--no-write", action="store_true", help="print the tables but leave RESULTS.md and the charts alone")
     args = ap.parse_args(argv)
     batch_sizes = [int(x) for x in args.batch_sizes.split(",")]
     wanted = set(args.systems.split(",")) if args.systems else None
@@ -174,7 +174,8 @@ def main(argv=None):
                     if r is not None:
                         results.setdefault((label(system, extra), mb), []).append(r)
                         print(f"{task} mb {mb} {label(system, extra)}: {r['sents_per_s']} sents/s", flush=True)
-        chart(task, results, batch_sizes, HERE / f"suite_{task}.png")
+        if not args.no_write:  # --no-write leaves the committed charts alone too
+            chart(task, results, batch_sizes, HERE / f"suite_{task}.png")
         sections.append(f"### {task}\n\n{table(task, results, batch_sizes)}\n\nautobatch's engine at minibatch "
                         f"{batch_sizes[-1]} (medians):\n\n{launches(results, batch_sizes)}\n\n"
                         f"![{task}](suite_{task}.png)")

@@ -18,7 +18,7 @@ import numpy as np
 
 import autobatch as ab
 from autobatch import data
-from kernels import backend
+from autobatch.kernels import backend
 
 
 def load(args):

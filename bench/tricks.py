@@ -52,6 +52,9 @@ class Scale:
     cv_configs: tuple  # Adam learning rates searched by cross-validation
     folds: int
     top_k: int
+    clip_warmup: int  # --clip auto's warm-up steps (the quick runs have ~80 steps in all)
+    long_train: int  # early stopping and dropout: a setting trained long enough to overfit
+    long_epochs: int
     lm_train: int = 0  # PTB sentences for the language model's experiment (0: no LM experiment)
     lm_dev: int = 0
     lm_epochs: int = 0
@@ -61,16 +64,20 @@ class Scale:
 
 
 SCALES = {
-    "full": Scale("full", train=12543, dev=2001, epochs=20, seeds=(0, 1, 2), norm_train=4000, norm_epochs=5,
+    "full": Scale("full", train=12543, dev=2001, epochs=20, seeds=(0, 1, 2), long_train=12543, long_epochs=20,
+                  norm_train=4000, norm_epochs=5,
                   norm_lrs=(1e-3, 1e-2, 1e-1, 1.0), norm_batch_sizes=(8, 32, 128), cv_configs=(1e-3, 3e-3, 1e-2),
-                  folds=5, top_k=2, lm_train=42068, lm_dev=3370, lm_epochs=13,
-                  lm_model=("--embed", "200", "--hidden", "200", "--layers", "2", "--softmax", "sampled")),
-    "quick": Scale("quick", train=800, dev=300, epochs=5, seeds=(0, 1, 2), norm_train=500, norm_epochs=3,
+                  folds=5, top_k=2, clip_warmup=100, lm_train=10000, lm_dev=1000, lm_epochs=6,
+                  lm_model=("--embed", "200", "--hidden", "200", "--softmax", "sampled")),
+    "quick": Scale("quick", train=500, dev=300, epochs=5, seeds=(0, 1, 2), long_train=250, long_epochs=12,
+                   norm_train=400, norm_epochs=3,
                    norm_lrs=(1e-3, 1e-2, 1e-1, 1.0), norm_batch_sizes=(8, 32, 128), cv_configs=(1e-3, 3e-3, 1e-2),
-                   folds=3, top_k=2, lm_train=300, lm_dev=100, lm_epochs=3),
-    "smoke": Scale("smoke", train=40, dev=20, epochs=2, seeds=(0, 1), norm_train=24, norm_epochs=1,
-                   norm_lrs=(0.01, 1.0), norm_batch_sizes=(4, 8), cv_configs=(3e-3, 1e-2), folds=2, top_k=2,
-                   model=("--embed", "8", "--hidden", "6", "--mlp", "8", "--vocab", "60"), synthetic=True),
+                   folds=3, top_k=2, clip_warmup=30, lm_train=200, lm_dev=100, lm_epochs=3),
+    "smoke": Scale("smoke", train=40, dev=20, epochs=2, seeds=(0, 1), long_train=20, long_epochs=3, norm_train=24,
+                   norm_epochs=1, norm_lrs=(0.01, 1.0), norm_batch_sizes=(4, 8), cv_configs=(3e-3, 1e-2), folds=2,
+                   top_k=2, clip_warmup=2,
+                   lm_train=24, lm_dev=8, lm_epochs=1, lm_model=("--embed", "6", "--hidden", "6"),
+                   model=("--embed", "8", "--hidden", "6", "--mlp", "8"), synthetic=True),
 }
 
 DROPOUTS = [("none", []), ("standard", ["--dropout", "0.3"]), ("variational", ["--dropout", "0.3", "--variational"]),
@@ -126,8 +133,9 @@ class Runner:
         self.work = Path(work)
         self.work.mkdir(parents=True, exist_ok=True)
         self.echo = echo
-        self.runs = 0
+        self.runs = self.cached = 0  # runs trained, runs read from an earlier invocation's cache
         self.seconds = 0.0
+        self.memo = {}
 
     def folder(self, argv):
         """The run's own folder (its log, trace, checkpoints, cached result)."""
@@ -138,9 +146,13 @@ class Runner:
         or gradient became non-finite), ``log`` (per-epoch records), ``trace`` (per-step losses and gradient
         norms), ``argv`` and ``command``."""
         folder = self.folder(argv)
+        if folder in self.memo:
+            return self.memo[folder]
         cached = folder / "result.json"
         if cached.exists():
-            return json.loads(cached.read_text())
+            self.cached += 1
+            self.memo[folder] = json.loads(cached.read_text())
+            return self.memo[folder]
         folder.mkdir(parents=True, exist_ok=True)
         extra = ["--log", str(folder / "log.jsonl"), "--trace", str(folder / "trace.json")]
         if keep_epochs:
@@ -160,9 +172,10 @@ class Runner:
         result = dict(metrics=metrics, log=log, trace=trace, argv=list(argv), seconds=seconds,
                       command=f"python -m {module.__name__} " + " ".join(argv), folder=str(folder))
         cached.write_text(json.dumps(result))
+        self.memo[folder] = result
         if self.echo:
-            print(f"  [{seconds:6.1f} s] {result['command']}: "
-                  f"{metrics.get('diverged') or metrics.get('dev_accuracy')}", file=sys.stderr, flush=True)
+            print(f"  [{seconds:6.1f} s] {result['command']}: {metrics.get('diverged') or dev(result)}",
+                  file=sys.stderr, flush=True)
         return result
 
 
@@ -236,6 +249,16 @@ def write_synthetic_treebank(folder, n_train, n_dev):
     return str(folder)
 
 
+def write_synthetic_ptb(folder, n_train, n_dev):
+    """Synthetic text (``data.synthetic_lm``, seed 0) as ptb.train.txt and ptb.valid.txt; returns the folder."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    sents = data.synthetic_lm(n_train + n_dev, vocab_size=50, seed=0, mean_len=8, max_len=16)
+    for name, part in (("ptb.train.txt", sents[:n_train]), ("ptb.valid.txt", sents[n_train:])):
+        (folder / name).write_text("".join(" ".join(s) + "\n" for s in part), encoding="utf-8")
+    return str(folder)
+
+
 # ---- the study -----------------------------------------------------------------------------------------------
 
 
@@ -264,8 +287,12 @@ class Study:
             self.data = str(Path(data_root) / "ud-english-ewt")
         self.tasks = {"tagger": Task("EWT tagger", tagger, ["--data", self.data, "--max-dev", str(scale.dev)] +
                                      list(scale.model), scale.train, scale.epochs)}
+        self.tasks["long"] = Task("EWT tagger, small data trained long", tagger, self.tasks["tagger"].argv,
+                                  scale.long_train, scale.long_epochs)
         if scale.lm_train:
-            self.tasks["lm"] = Task("PTB LM", lm, ["--data", str(Path(data_root) / "ptb-lm"), "--max-dev",
+            ptb = (write_synthetic_ptb(runner.work / "synthetic-ptb", scale.lm_train, scale.lm_dev)
+                   if scale.synthetic else str(Path(data_root) / "ptb-lm"))
+            self.tasks["lm"] = Task("PTB LM", lm, ["--data", ptb, "--max-dev",
                                                    str(scale.lm_dev)] + list(scale.lm_model), scale.lm_train,
                                     scale.lm_epochs, higher_better=False, scale=1.0, digits=1,
                                     label="dev perplexity", axis="dev perplexity")
@@ -274,7 +301,7 @@ class Study:
 
     # -- configurations --
 
-    def tagger_argv(self, seed, *change, train=None, epochs=None, task="tagger"):
+    def argv(self, seed, *change, train=None, epochs=None, task="tagger"):
         """The argv of one run: the task's data and sizes, equal epochs (early stopping off: patience =
         epochs), the seed, and the flags ``change`` makes."""
         t = self.tasks[task]
@@ -285,7 +312,7 @@ class Study:
 
     def runs(self, *change, keep_epochs=False, task="tagger", **kw):
         """One run per seed of the task's baseline with the flags ``change``."""
-        return [self.runner(self.tasks[task].module, self.tagger_argv(seed, *change, task=task, **kw),
+        return [self.runner(self.tasks[task].module, self.argv(seed, *change, task=task, **kw),
                             keep_epochs=keep_epochs) for seed in self.s.seeds]
 
     def base(self):
@@ -301,42 +328,45 @@ class Study:
         return lines + ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
 
     def compare(self, key, claim, change_text, configs, *, x="epoch", xlabel="epoch", equal_time=False,
-                extra_cols=None, baseline_name=None):
-        """The common shape: configs = [(name, runs)], the first the baseline; dev best over equal epochs
-        (and, with ``equal_time``, at the wall time of the slowest config's... the fastest one's total)."""
+                extra_cols=None, task="tagger"):
+        """The common shape of an experiment: ``configs`` = [(name, runs)], the first the baseline; the best dev
+        metric over equal epochs, and with ``equal_time`` also the best reached within the training time of
+        the fastest configuration (mean over its seeds). ``extra_cols``: [(header, f(runs) -> cell)]."""
+        t = self.tasks[task]
         base_name, base_runs = configs[0]
-        header = ["configuration", f"best dev acc. % (mean ± std, {len(base_runs)} seeds, {self.s.epochs} epochs)",
+        header = ["configuration", f"best {t.label} (mean ± std, {len(base_runs)} seeds, {t.epochs} epochs)",
                   "train s/run", "verdict vs " + base_name]
         budget = None
+        at = lambda runs: [at_time(r, budget, t.higher_better) for r in runs]
         if equal_time:
             budget = min(np.mean([sum(rec["seconds"] for rec in r["log"]) for r in runs]) for _, runs in configs)
-            header.insert(2, f"dev % within {budget:.1f} s of training")
+            header.insert(2, f"{t.label} within {budget:.1f} s of training")
         if extra_cols:
             header[-1:-1] = [c for c, _ in extra_cols]
         rows, verdicts = [], []
         for name, runs in configs:
-            row = [name, fmt([dev(r) for r in runs])]
+            row = [name, t.fmt([dev(r) for r in runs])]
             if equal_time:
-                row.append(fmt([at_time(r, budget) for r in runs]))
+                within = at(runs)
+                row.append(t.fmt(within) if any(math.isfinite(v) for v in within) else "no epoch done")
             row.append(f"{np.mean([r['metrics'].get('train_seconds', float('nan')) for r in runs]):.1f}")
             if extra_cols:
                 row += [f(runs) for _, f in extra_cols]
-            v = "—" if name == base_name else verdict([dev(r) for r in base_runs], [dev(r) for r in runs])
+            v = "—" if name == base_name else t.verdict([dev(r) for r in base_runs], [dev(r) for r in runs])
             if equal_time and name != base_name:
-                v += "; at equal time: " + verdict([at_time(r, budget) for r in base_runs],
-                                                   [at_time(r, budget) for r in runs])
+                v += "; at equal time: " + (t.verdict(at(base_runs), at(runs)) if all(
+                    math.isfinite(v) for v in at(runs)) else "hurts (no epoch finished within the time)")
             row.append(v)
             if name != base_name:
                 verdicts.append(f"{name}: {v}")
             rows.append(row)
-        plots = [self.plot(key, {name: curve(runs, x=x) for name, runs in configs}, claim[:60], xlabel,
-                           "dev accuracy")]
+        plots = [self.plot(key, {name: curve(runs, x=x) for name, runs in configs}, claim[:60], xlabel, t.axis)]
         if equal_time and x != "seconds":
             plots.append(self.plot(key + "_time", {name: curve(runs, x="seconds") for name, runs in configs},
-                                   claim[:50] + " (wall time)", "training seconds", "dev accuracy"))
-        result = "; ".join(f"{n} {fmt([dev(r) for r in runs])}" for n, runs in configs)
+                                   claim[:50] + " (wall time)", "training seconds", t.axis))
+        result = "; ".join(f"{n} {t.fmt([dev(r) for r in runs])}" for n, runs in configs)
         commands = [runs[0]["command"] for _, runs in configs]
-        return Row(key, claim, f"EWT tagger, baseline {base_name}; changed: {change_text}", result,
+        return Row(key, claim, f"{t.name}, baseline {base_name}; changed: {change_text}", result,
                    "; ".join(verdicts), self.table(header, rows), plots, commands)
 
     # -- the experiments, in the deck's order --
@@ -348,7 +378,9 @@ class Study:
                                                                                       "--lr", "0.1"))])
 
     def clipping(self):
-        configs = [("clip 5", self.base()), ("clip auto (p95 of first 100 steps)", self.runs("--clip", "auto")),
+        w = self.s.clip_warmup
+        configs = [("clip 5", self.base()), (f"clip auto (p95 of the first {w} steps)",
+                                             self.runs("--clip", "auto", "--clip-warmup", w)),
                    ("no clipping", self.runs("--clip", "none"))]
         threshold = lambda r: r["trace"].get("clip")
 
@@ -363,12 +395,13 @@ class Study:
                 if t is None:
                     counts.append(0)
                 else:
-                    start = 100 if "auto" in r["argv"] else 0  # auto clips only after its warm-up
+                    start = w if "auto" in r["argv"] else 0  # auto clips only after its warm-up
                     counts.append(sum(n > t for n in norms_[start:]))
             return f"{np.mean(counts):.1f}"
 
         def spikes(runs):  # steps whose norm exceeds 3x the run's median: what clipping is for
-            return f"{np.mean([sum(n > 3 * np.median(r['trace']['grad_norms']) for n in r['trace']['grad_norms']) for r in runs]):.1f}"
+            counts = [sum(n > 3 * np.median(g) for n in g) for g in (r["trace"]["grad_norms"] for r in runs)]
+            return f"{np.mean(counts):.1f}"
 
         def thresholds(runs):
             ts = [threshold(r) for r in runs]
@@ -396,25 +429,34 @@ class Study:
                                                    "--batch-size", bs, "--lr", lr, train=s.norm_train,
                                                    epochs=s.norm_epochs)
         score = lambda runs: np.mean([dev(r) if math.isfinite(dev(r)) else 0.0 for r in runs])
-        rows, carries, series = [], {}, {}
+        middle = s.norm_batch_sizes[len(s.norm_batch_sizes) // 2]
+        rows, carries, series, costs = [], {}, {}, {}
         for norm in ("sum", "batch", "max_len"):
-            best = {}
+            best, scores = {}, {}
             for bs in s.norm_batch_sizes:
-                scores = {lr: score(grid[norm, bs, lr]) for lr in s.norm_lrs}
-                best[bs] = max(scores, key=scores.get)
-                series[f"{norm}, batch {bs}"] = ([math.log10(lr) for lr in s.norm_lrs], list(scores.values()))
+                scores[bs] = {lr: score(grid[norm, bs, lr]) for lr in s.norm_lrs}
+                best[bs] = max(scores[bs], key=scores[bs].get)
+                series[f"{norm}, batch {bs}"] = ([math.log10(lr) for lr in s.norm_lrs], list(scores[bs].values()))
+            # what carrying batch `middle`'s best lr over to the other sizes costs, against their own best
+            costs[norm] = np.mean([scores[bs][best[bs]] - scores[bs][best[middle]] for bs in s.norm_batch_sizes
+                                   if bs != middle])
+            for bs in s.norm_batch_sizes:
                 cells = [fmt([dev(r) for r in grid[norm, bs, lr]]) for lr in s.norm_lrs]
-                rows.append([norm, bs] + cells + [best[bs]])
+                lost = scores[bs][best[bs]] - scores[bs][best[middle]]
+                rows.append([norm, bs] + cells + [f"{best[bs]:g}", f"{lost * 100:.2f}"])
             carries[norm] = len(set(best.values())) == 1
-        header = ["normalisation", "batch size"] + [f"lr {lr:g}" for lr in s.norm_lrs] + ["best lr"]
+        header = (["normalisation", "batch size"] + [f"lr {lr:g}" for lr in s.norm_lrs] +
+                  ["best lr", f"points lost with batch {middle}'s best lr"])
         plot = self.plot("normalisation", series, "dev accuracy against SGD learning rate", "log10 learning rate",
                          "dev accuracy")
         said = {"sum": False, "batch": True, "max_len": True}  # the deck: carries over with, not without
-        holds = all(carries[n] == said[n] for n in said)
-        result = "; ".join(f"{n}: best lr {'the same' if carries[n] else 'differs'} across batch sizes"
-                           for n in carries)
-        v = (f"{'as claimed' if holds else 'not as claimed'}: the best learning rate carries over with "
-             f"{', '.join(n for n in carries if carries[n]) or 'no normalisation'}")
+        matches = [carries[n] == said[n] for n in said]
+        result = "; ".join(f"{n}: best lr {'the same' if carries[n] else 'differs'} across batch sizes (carrying "
+                           f"batch {middle}'s over costs {costs[n] * 100:.2f} points)" for n in carries)
+        v = (f"{'as claimed' if all(matches) else 'partly as claimed' if any(matches) else 'not as claimed'}: "
+             f"the best learning rate carries over with "
+             f"{', '.join(n for n in carries if carries[n]) or 'no normalisation'}; the cost of carrying it over "
+             f"is lowest with {min(costs, key=costs.get)}")
         return Row("normalisation", "Normalise the loss (mean over the batch or ÷ longest sentence): then the best "
                    "learning rate carries over between minibatch sizes; with the plain sum it does not.",
                    f"EWT tagger ({s.norm_train} train sentences, {s.norm_epochs} epochs), SGD without clipping (so "
@@ -425,7 +467,7 @@ class Study:
                    [plot], [grid["max_len", s.norm_batch_sizes[0], s.norm_lrs[0]][0]["command"]])
 
     def early_stopping(self):
-        runs = self.base()
+        runs = self.runs(task="long")
         patience = 3
         stops, best_vals, last_vals, stop_vals = [], [], [], []
         for r in runs:
@@ -443,19 +485,23 @@ class Study:
             stop_vals.append(max(curve_[:stop]))
             best_vals.append(max(curve_))
             last_vals.append(curve_[-1])
-        rows = [["epoch it stops at (patience 3)", f"{np.mean(stops):.1f} of {self.s.epochs}"],
+        long = self.tasks["long"]
+        rows = [["epoch it stops at (patience 3)", f"{np.mean(stops):.1f} of {long.epochs}"],
                 ["dev % at the best epoch (restored)", fmt(stop_vals)],
-                ["dev % at the last epoch", fmt(last_vals)]]
-        v = verdict(last_vals, stop_vals)
+                ["dev % at the last epoch", fmt(last_vals)],
+                [f"dev % at the best of all {long.epochs} epochs", fmt(best_vals)]]
+        v = (verdict(last_vals, stop_vals) + f", {long.epochs - np.mean(stops):.1f} epochs saved; stopping vs the "
+             f"best of all epochs: " + verdict(best_vals, stop_vals))
         return Row("early_stopping", "Early stopping: stop when dev stops improving and keep the best epoch.",
-                   f"EWT tagger baseline, {self.s.epochs} epochs without stopping; the Trainer's rule (patience 3, "
+                   f"{long.name} ({long.train} sentences), {long.epochs} epochs without stopping; the Trainer's "
+                   "rule (patience 3, "
                    "best restored) applied to the dev curve, which is what the same run with --patience 3 does",
                    f"stops at epoch {np.mean(stops):.1f}; best {fmt(stop_vals)} vs last {fmt(last_vals)}",
                    "restoring the best epoch vs the last: " + v, self.table(["", "value"], rows),
                    [self.plot("early_stopping", {f"seed {r['argv'][r['argv'].index('--seed') + 1]}":
                                                  curve([r]) for r in runs}, "dev accuracy per epoch", "epoch",
                               "dev accuracy")],
-                   [runs[0]["command"].replace(f"--patience {self.s.epochs}", "--patience 3")])
+                   [runs[0]["command"].replace(f"--patience {long.epochs}", "--patience 3")])
 
     def cells(self):
         return self.compare("cell", "A GRU works about as well as an LSTM, with fewer parameters and faster.",
@@ -523,27 +569,37 @@ class Study:
         return lstm
 
     def dropout(self):
-        configs = [(name, self.runs(*flags) if flags else self.base()) for name, flags in DROPOUTS]
-        epochs_to_best = lambda runs: f"{np.mean([r['metrics'].get('best_epoch') or np.nan for r in runs]):.1f}"
-        row = self.compare("dropout", "Dropout regularises (variational/recurrent/zoneout/DropConnect for the "
-                           "recurrence); it roughly doubles the iterations to converge.",
-                           "the dropout variant (p 0.3; zoneout 0.15)", configs,
-                           extra_cols=[("epochs to best dev", epochs_to_best)])
-        base_epochs = [r["metrics"].get("best_epoch") for r in configs[0][1]]
-        row.verdict += "; epochs to best, standard vs none: " + verdict(
-            base_epochs, [r["metrics"].get("best_epoch") for r in configs[1][1]], higher_better=False, scale=1.0,
-            unit=" epochs (fewer = 'helps')")
+        return self.dropout_family("dropout", "long", "Dropout regularises (variational/recurrent/zoneout/"
+                                   "DropConnect for the recurrence); it roughly doubles the iterations to converge.")
+
+    def dropout_family(self, key, task, claim):
+        """The dropout variants against none on ``task``, with the epochs each takes to its best dev."""
+        configs = [(name, self.runs(*flags, task=task)) for name, flags in DROPOUTS]
+        best_epoch = lambda runs: [r["metrics"].get("best_epoch") or np.nan for r in runs]
+        row = self.compare(key, claim, "the dropout variant (p 0.3; zoneout 0.15)", configs, task=task,
+                           extra_cols=[("epochs to best dev", lambda runs: fmt(best_epoch(runs), 1.0, 1))])
+        none = np.nanmean(best_epoch(configs[0][1]))
+        row.verdict += "; epochs to best dev vs none: " + ", ".join(
+            f"{name} x{np.nanmean(best_epoch(runs)) / none:.2f}" for name, runs in configs[1:])
+        if none >= self.tasks[task].epochs:
+            row.verdict += f" (none peaks at the last epoch, {none:.0f}: the ratios are bounded by the run's length)"
         return row
+
+    def dropout_lm(self):
+        if "lm" not in self.tasks:
+            return None
+        return self.dropout_family("dropout_lm", "lm", "The dropout family on a language model (where the "
+                                   "recurrence's own variants are meant to matter most).")
 
     def ensembles(self):
         s = self.s
         base = self.base()
         ap = tagger.parser()
 
-        train_sents, dev_sents = tagger.load(ap.parse_args(self.tagger_argv(0)))  # the same for every seed
+        train_sents, dev_sents = tagger.load(ap.parse_args(self.argv(0)))  # the same for every seed
 
         def model_fn(config, seed):  # autobatch.ensemble's protocol: a fresh model per (config, seed)
-            model = tagger.build(ap.parse_args(self.tagger_argv(seed, "--lr", config["lr"])), train_sents, dev_sents)
+            model = tagger.build(ap.parse_args(self.argv(seed, "--lr", config["lr"])), train_sents, dev_sents)
             model.optimizer = Adam(model.pc, lr=config["lr"])
             return model
 
@@ -595,7 +651,7 @@ class Study:
                    ["", f"CV scores (held-out accuracy %): {cv}."], [], [base[0]["command"] + " --keep-epochs"])
 
     EXPERIMENTS = ("optimizer", "clipping", "early_stopping", "cells", "layer_norm", "stacking", "learned_init",
-                   "gate_biases", "dropout", "ensembles", "normalisation")
+                   "gate_biases", "dropout", "dropout_lm", "ensembles", "normalisation")
 
     def run(self, only=None, write=None):
         for name in self.EXPERIMENTS:
@@ -604,6 +660,8 @@ class Study:
             t0 = time.perf_counter()
             print(f"{name} ...", file=sys.stderr, flush=True)
             row = getattr(self, name)()
+            if row is None:  # not in this version of the study
+                continue
             self.rows.append(row)
             self.timings[row.key] = time.perf_counter() - t0
             if write:
@@ -615,14 +673,18 @@ class Study:
 
 
 def estimate_full(study):
-    """The full study's time, scaled from this run: each experiment's seconds times the ratio of the training
-    sentence-epochs (a rough linear estimate; evaluation and the larger dev set are in it proportionally)."""
+    """The full study's time, scaled from this run: each experiment's seconds times the ratio of its task's
+    training sentence-epochs in the full version to this one's (a rough linear estimate: evaluation, a bigger
+    model or softmax and slower convergence are not in it)."""
     s, full = study.s, SCALES["full"]
-    ratio = (full.train * full.epochs * len(full.seeds)) / (s.train * s.epochs * len(s.seeds))
-    norm_ratio = (full.norm_train * full.norm_epochs) / (s.norm_train * s.norm_epochs)
-    total = sum(t * (norm_ratio if k == "normalisation" else ratio * (full.folds / s.folds if k == "ensembles"
-                                                                       else 1)) for k, t in study.timings.items())
-    return total
+    ratio = lambda n, e, n0, e0: (n * e) / max(1, n0 * e0)
+    ratios = {"normalisation": ratio(full.norm_train, full.norm_epochs, s.norm_train, s.norm_epochs),
+              "dropout": ratio(full.long_train, full.long_epochs, s.long_train, s.long_epochs),
+              "early_stopping": ratio(full.long_train, full.long_epochs, s.long_train, s.long_epochs),
+              "dropout_lm": ratio(full.lm_train, full.lm_epochs, s.lm_train, s.lm_epochs)}
+    base = ratio(full.train, full.epochs, s.train, s.epochs)
+    ratios["ensembles"] = base * full.folds / s.folds
+    return sum(t * ratios.get(k, base) for k, t in study.timings.items())
 
 
 def report(study, args, started, path):
@@ -634,15 +696,26 @@ def report(study, args, started, path):
         f"Command: `python -m bench.tricks {' '.join(args.argv)}` — version **{s.name}**, "
         f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {platform.machine()} 2-core shared VM "
         f"(other jobs running), `OPENBLAS_NUM_THREADS={os.environ.get('OPENBLAS_NUM_THREADS', 'unset')}`; "
-        f"wall time {wall / 60:.1f} min for {study.runner.runs} runs (plus cached ones).",
+        f"wall time {wall / 60:.1f} min ({study.runner.runs} runs trained now"
+        f"{f', {study.runner.cached} read from the cache of an earlier invocation' if study.runner.cached else ''}).",
         "",
-        f"Data: {'UD English EWT' if study.data else 'synthetic tagging data (smoke test)'}, a fixed random "
-        f"subset of **{s.train} training and {s.dev} dev sentences**, {s.epochs} epochs, seeds "
-        f"{', '.join(map(str, s.seeds))}; the normalisation grid uses {s.norm_train} training sentences and "
-        f"{s.norm_epochs} epochs. Baseline: `autobatch.examples.tagger` defaults (embedding 128, BiLSTM 50 per "
-        f"direction, MLP 32, Adam 3e-3, clip 5, loss ÷ longest sentence, minibatch 32){', tiny sizes ' + ' '.join(s.model) if s.model else ''}. "
-        "Each number is the best dev accuracy over the epochs (the Trainer restores it), mean ± sample std "
-        "over the seeds. A difference counts only beyond twice its standard error.",
+        f"Data: {'synthetic tagging data written as CoNLL-U (smoke test)' if s.synthetic else 'UD English EWT'}"
+        f", a fixed random subset of **{s.train} training and {s.dev} dev sentences**, {s.epochs} epochs, seeds "
+        f"{', '.join(map(str, s.seeds))}; the normalisation grid uses **{s.norm_train} training sentences** and "
+        f"{s.norm_epochs} epochs. Tagger baseline: `autobatch.examples.tagger` defaults (embedding 128, BiLSTM 50 "
+        f"per direction, MLP 32, Adam 3e-3, clip 5, loss ÷ longest sentence, minibatch 32)"
+        f"{', at tiny sizes ' + ' '.join(s.model) if s.model else ''}. "
+        + (f"Language model (the dropout family's second task): {'synthetic text' if s.synthetic else 'PTB'}, "
+           f"**{s.lm_train} training and {s.lm_dev} dev sentences**, {s.lm_epochs} epochs, `autobatch.examples.lm` "
+           f"with {' '.join(s.lm_model)}{'' if s.synthetic else ' (the vocabulary: all of PTB train, 10k words)'}. "
+           if s.lm_train else "")
+        + (f"Early stopping and the tagger's dropout family use a setting that can overfit: **{s.long_train} "
+           f"training sentences for {s.long_epochs} epochs**. ")
+        + "Each number is the best dev metric over the epochs (the Trainer restores it), mean ± sample std "
+        "over the seeds, every configuration trained for the same epochs (early stopping off). A difference "
+        "counts only beyond twice its standard error. The recurrence tricks other than dropout are measured on "
+        "the tagger's BiLSTM (the LM costs ~10x more per run); SST is not used by the study (no claim here is "
+        "about trees), only by the full-quality runs.",
         "",
     ]
     if s.name != "full":

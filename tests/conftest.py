@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import autobatch as ab
-from kernels import backend
+from autobatch.kernels import backend
 
 # The host backend the suite runs under: NumPy, or the strict test backend (AUTOBATCH_BACKEND=strict), which
 # refuses implicit host/device moves. CuPy tests run in addition to it when a GPU is present.

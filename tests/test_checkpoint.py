@@ -10,7 +10,7 @@ from autobatch import checkpoint, data
 from autobatch.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
 from autobatch.optim import SGD, Adam, GradNormMonitor
 from autobatch.train import Trainer
-from kernels import backend
+from autobatch.kernels import backend
 
 
 class NoisyTagger:

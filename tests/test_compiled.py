@@ -57,8 +57,7 @@ def fresh_build():
     for name in _mode.HOT_PATH:
         stem = name.rpartition(".")[2]
         built = _mode._built(str(folder), stem)
-        sources = [p for p in (folder / f"{stem}.py", folder / f"{stem}.pxd") if p.exists()]
-        if built is None or max(p.stat().st_mtime for p in sources) > os.path.getmtime(built):
+        if built is None or max(map(os.path.getmtime, _mode._inputs(str(folder), stem))) > os.path.getmtime(built):
             return False
     return True
 
@@ -90,30 +89,61 @@ def test_this_process_reports_its_mode():
         assert ab.compiled is False
 
 
-def fake_package(tmp_path, source_age, built_age):
-    """A folder holding graph.py and an (empty) compiled graph module, with the given ages in seconds."""
-    source = tmp_path / "graph.py"
-    built = tmp_path / ("graph" + importlib.machinery.EXTENSION_SUFFIXES[0])
-    source.write_text("X = 1\n")
-    built.write_bytes(b"")
+def fake_package(tmp_path, monkeypatch, source_age, built_age):
+    """A folder holding every hot-path module's .py and an (empty) compiled module, with the given ages in
+    seconds; the finder forgets its earlier decisions and honours AUTOBATCH_PURE=0."""
     now = time.time()
-    os.utime(source, (now - source_age, now - source_age))
-    os.utime(built, (now - built_age, now - built_age))
+    for name in _mode.HOT_PATH:
+        stem = name.rpartition(".")[2]
+        for path, age in ((tmp_path / f"{stem}.py", source_age),
+                          (tmp_path / (stem + importlib.machinery.EXTENSION_SUFFIXES[0]), built_age)):
+            path.write_text("X = 1\n")
+            os.utime(path, (now - age, now - age))
+    monkeypatch.setattr(_mode.SourceFinder, "decided", {})
+    monkeypatch.setattr(_mode, "PURE", False)
     return str(tmp_path)
 
 
 def test_a_build_older_than_its_source_is_ignored_with_a_warning(tmp_path, monkeypatch):
-    folder = fake_package(tmp_path, source_age=10, built_age=100)
-    monkeypatch.setattr(_mode, "PURE", False)
-    with pytest.warns(UserWarning, match="older than its source"):
+    folder = fake_package(tmp_path, monkeypatch, source_age=100, built_age=50)
+    os.utime(tmp_path / "scheduler.py")  # one module edited since the build: none is used compiled
+    with pytest.warns(UserWarning, match="autobatch.scheduler.*rebuild"):
         spec = _mode.SourceFinder.find_spec("autobatch.graph", [folder])
     assert spec.origin.endswith("graph.py")
 
 
+def test_a_build_older_than_a_pxd_it_cimports_is_ignored(tmp_path, monkeypatch):
+    folder = fake_package(tmp_path, monkeypatch, source_age=100, built_age=50)
+    (tmp_path / "ops.pxd").write_text("from autobatch.other cimport Other\n")
+    os.utime(tmp_path / "ops.pxd", (time.time() - 100, time.time() - 100))  # ops' own .pxd is older
+    (tmp_path / "other.pxd").write_text("cdef class Other:\n    pass\n")  # newer than the build
+    with pytest.warns(UserWarning, match="autobatch.ops"):
+        assert _mode.SourceFinder.find_spec("autobatch.ops", [folder]).origin.endswith("ops.py")
+
+
+def test_an_incomplete_build_is_ignored(tmp_path, monkeypatch):
+    folder = fake_package(tmp_path, monkeypatch, source_age=100, built_age=50)
+    os.remove(_mode._built(folder, "rnn"))  # (a module the compiler failed on)
+    with pytest.warns(UserWarning, match="autobatch.rnn"):
+        assert _mode.SourceFinder.find_spec("autobatch.graph", [folder]).origin.endswith("graph.py")
+
+
 def test_an_up_to_date_build_is_left_to_the_normal_import(tmp_path, monkeypatch):
-    folder = fake_package(tmp_path, source_age=100, built_age=10)
-    monkeypatch.setattr(_mode, "PURE", False)
+    folder = fake_package(tmp_path, monkeypatch, source_age=100, built_age=10)
+    (tmp_path / "unrelated.pxd").write_text("cdef class Unrelated:\n    pass\n")  # newer, but not cimported
     assert _mode.SourceFinder.find_spec("autobatch.graph", [folder]) is None
-    monkeypatch.setattr(_mode, "PURE", True)  # AUTOBATCH_PURE=1: the source even so
+    assert _mode.SourceFinder.find_spec("autobatch.ops", [folder]) is None
+    assert _mode.SourceFinder.find_spec("autobatch.data", [folder]) is None  # not a hot-path module
+
+
+def test_autobatch_pure_loads_the_sources_even_of_an_up_to_date_build(tmp_path, monkeypatch):
+    folder = fake_package(tmp_path, monkeypatch, source_age=100, built_age=10)
+    monkeypatch.setattr(_mode, "PURE", True)
     assert _mode.SourceFinder.find_spec("autobatch.graph", [folder]).origin.endswith("graph.py")
-    assert _mode.SourceFinder.find_spec("autobatch.ops", [folder]) is None  # not a hot-path module
+
+
+def test_a_pure_python_install_is_left_to_the_normal_import(tmp_path, monkeypatch):
+    folder = fake_package(tmp_path, monkeypatch, source_age=100, built_age=10)
+    for name in _mode.HOT_PATH:
+        os.remove(_mode._built(folder, name.rpartition(".")[2]))
+    assert _mode.SourceFinder.find_spec("autobatch.graph", [folder]) is None  # no warning: nothing was built

@@ -242,6 +242,7 @@ def _tiny_run(module, flags, capsys, tmp_path):
     (["--normalize", "batch"], "larger_loss"),
     (["--clip", "none"], "no_clip"),
     (["--clip", "auto"], "no_clip"),  # auto clips after 100 warm-up steps; this run has 3
+    (["--clip", "auto", "--clip-warmup", "2"], "auto_clip"),
     (["--clip", "0.01"], "clipped"),
 ])
 def test_every_tagger_trick_flag_trains_end_to_end(flags, check, capsys, tmp_path):
@@ -256,6 +257,8 @@ def test_every_tagger_trick_flag_trains_end_to_end(flags, check, capsys, tmp_pat
         assert m["parameters"] == plain["parameters"] and m["train_loss"] != plain["train_loss"]
     elif check == "larger_loss":  # a sum over a minibatch, or per sentence, exceeds the sum / longest sentence
         assert m["train_loss"][0] > plain["train_loss"][0]
+    elif check == "auto_clip":  # the threshold: the 95th percentile of the first 2 steps' norms
+        assert trace["clip"] == pytest.approx(float(np.percentile(trace["grad_norms"][:2], 95)))
     elif check == "no_clip":
         assert trace["clip"] is None and m["train_loss"] == plain["train_loss"]  # norms here stay below 5
     else:
@@ -295,7 +298,8 @@ def test_char_word_vectors_equal_a_per_word_reference_and_share_one_scan(strateg
         for w in s.words:
             ab.renew_cg(strategy="off")
             xs = [model.C[c] for c in (model.chars.encode(list(w)))]
-            reference.append(np.concatenate([fwd.transduce(xs)[-1].value(), bwd.transduce(xs, reverse=True)[0].value()]))
+            last_fwd, first_bwd = fwd.transduce(xs)[-1], bwd.transduce(xs, reverse=True)[0]
+            reference.append(np.concatenate([last_fwd.value(), first_bwd.value()]))
     ab.renew_cg(strategy=strategy)
     vectors = [model.char_vector(c) for (_, cs), _ in examples for c in cs]
     ab.esum([ab.sum_elems(v) for v in vectors]).value()  # every word in one pass

@@ -14,7 +14,7 @@ import cell_references as ref
 from autobatch import encoders as enc, rnn
 from autobatch.graph import keeps_int
 from autobatch.registry import REGISTRY
-from kernels import backend, big_softmax
+from autobatch.kernels import backend, big_softmax
 
 LEAVES = {"param", "input", "zeros"}  # covered by test_leaves below
 

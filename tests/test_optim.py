@@ -5,7 +5,7 @@ import pytest
 
 import autobatch as ab
 from autobatch.optim import SGD, Adam, GradNormMonitor, clip_grad_norm, grad_norm
-from kernels import backend
+from autobatch.kernels import backend
 
 SHAPES = {"W": (4, 3), "b": (4,), "E": (6, 3)}
 

@@ -2,7 +2,7 @@
 import numpy as np
 
 import autobatch as ab
-from kernels import backend
+from autobatch.kernels import backend
 
 
 def test_grad_zero_before_backward_and_accumulates(pc64):

@@ -13,7 +13,7 @@ from scipy.special import log_softmax, logsumexp
 import autobatch as ab
 from autobatch import data, output_layers as out
 from autobatch.examples import lm
-from kernels import backend
+from autobatch.kernels import backend
 
 H, V = 6, 23
 SENTENCES = [[3, 0, 7, 22, 1], [5], [9, 9, 2, 14, 20, 11, 4, 0], [17, 6, 1]]  # ragged; targets below

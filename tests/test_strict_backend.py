@@ -9,8 +9,8 @@ import autobatch as ab
 from autobatch import data
 from autobatch.examples import tagger, treelstm
 from autobatch.optim import SGD, Adam
-from kernels import backend, strict
-from kernels.strict import StrictArray
+from autobatch.kernels import backend, strict
+from autobatch.kernels.strict import StrictArray
 
 
 @pytest.fixture

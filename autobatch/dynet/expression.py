@@ -9,8 +9,8 @@ import numbers
 
 import numpy as np
 
-from kernels import backend
-from kernels.layout import Input
+from autobatch.kernels import backend
+from autobatch.kernels.layout import Input
 
 from .. import errors
 from .. import graph as _graph

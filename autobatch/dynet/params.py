@@ -14,7 +14,7 @@ import pickle
 
 import numpy as np
 
-from kernels import backend
+from autobatch.kernels import backend
 
 from .. import errors
 from .. import graph as _graph

@@ -17,7 +17,7 @@ import sys
 
 import numpy as np
 
-from kernels import backend
+from autobatch.kernels import backend
 
 from .params import LookupParameters
 

@@ -9,8 +9,10 @@ example prints a line per epoch and, as its last line, one JSON object with its 
 trains data-parallel over the ranks of an MPI job (``mpirun -n 4 python -m autobatch.examples.tagger
 --distributed ...``; needs ``pip install -e '.[mpi]'``): rank 0 alone prints. Each module's model is
 a small class (``pc``, ``loss(example)``, ``predict(x)``) that other code can import; ``main(argv)`` is the
-command line. This module holds what the three share: the common flags and the training loop around
-``autobatch.Trainer``.
+command line. This module holds what the three share: the common flags (among them the training tricks:
+``--optimizer``, ``--clip T|auto|none``, ``--normalize``, ``--test``, ``--trace``), the recurrent block's flags
+(``add_recurrent_flags``, ``recurrent``) and the training loop around ``autobatch.Trainer``. ``bench/tricks.py``
+measures each trick with these flags.
 """
 import argparse
 import json
@@ -24,7 +26,7 @@ import numpy as np
 
 from .. import graph as _graph
 from ..distributed import Communicator, DataParallel, communicator, failure_message
-from ..optim import SGD, Adam
+from ..optim import SGD, Adam, GradNormMonitor
 from ..rnn import GRU, LSTM
 from ..train import NORMALIZE, Trainer
 
@@ -65,7 +67,9 @@ def common_parser(description, *, epochs, batch_size, lr, embed, hidden, max_tra
     ap.add_argument("--momentum", type=float, default=0.0, help="sgd: momentum (default 0)")
     ap.add_argument("--clip", type=_clip, default=5.0, metavar="{T,auto,none}",
                     help="gradient norm clipping: a threshold (default DyNet's 5), 'auto' (the 95th percentile "
-                         "of the first 100 steps' norms) or 'none'")
+                         "of the first --clip-warmup steps' norms) or 'none'")
+    ap.add_argument("--clip-warmup", type=int, default=100, metavar="N",
+                    help="--clip auto: the steps whose norms set the threshold (default 100)")
     ap.add_argument("--normalize", choices=NORMALIZE, default="max_len",
                     help="the minibatch loss: its sum over the longest example's length (default), over the "
                          "number of examples, or the plain sum")
@@ -122,7 +126,8 @@ def recurrent(args, pc, input_dim, hidden, name):
 
 def check_args(ap, args):
     """Reject flag values the examples cannot use (argparse's own error: usage and exit status 2)."""
-    for flag in ("epochs", "batch_size", "embed", "hidden", "mlp", "max_train", "max_dev", "patience", "layers"):
+    for flag in ("epochs", "batch_size", "embed", "hidden", "mlp", "max_train", "max_dev", "patience", "layers",
+                 "clip_warmup"):
         v = getattr(args, flag, None)
         if v is not None and v < 1:
             ap.error(f"--{flag.replace('_', '-')} must be at least 1, got {v}")
@@ -218,8 +223,9 @@ def train_model(model, train, dev, evaluate, args, *, metric, mode="max", unit="
         optimizer = SGD(model.pc, lr=args.lr, momentum=args.momentum)
     else:
         optimizer = Adam(model.pc, lr=args.lr)
+    clip = GradNormMonitor("auto", warmup=args.clip_warmup) if args.clip == "auto" else args.clip
     trainer = Trainer(model.pc, model.loss, optimizer, batch_size=args.batch_size, normalize=args.normalize,
-                      strategy=args.strategy, clip=args.clip, evaluate=watched, mode=mode, patience=args.patience,
+                      strategy=args.strategy, clip=clip, evaluate=watched, mode=mode, patience=args.patience,
                       checkpoint_dir=args.checkpoint_dir, keep_epochs=args.keep_epochs, log_path=args.log,
                       seed=args.seed, parallel=dp)
     try:

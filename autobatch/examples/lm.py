@@ -13,6 +13,10 @@ dev perplexity over those predictions (the boundaries included), next to an add-
 DyNet's cluster-file format), ``sampled`` (``--samples N`` from the ``--proposal`` distribution) or ``adaptive``
 (``--cutoffs 2000,5000``, ``--div-value``). Dev perplexity is always computed from the exact distribution.
 
+The recurrent block's flags (``--cell``, ``--layers``, ``--layer-norm``, ``--learned-init``, ``--dropout`` with
+``--variational``, ``--recurrent-dropout``, ``--zoneout``, ``--dropconnect``, gate biases; see ``--help``) pick
+the LM's recurrence and its regularisers; ``--test`` also reports the test perplexity (ptb.test.txt).
+
 ``--max-train N`` / ``--max-dev N`` use a fixed random subset of the sentences (the same for every ``--seed``).
 
 Prints one line per epoch, then a JSON object with dev_perplexity, unigram_perplexity and the training speed.

@@ -1,0 +1,53 @@
+"""The tricks study's machinery (bench/tricks.py, issue 14): its verdicts follow the numbers, and its smoke
+version on tiny synthetic data writes TRICKS.md with a row per claim, verdicts recomputable from the cached
+runs, and the plots."""
+import re
+
+import pytest
+
+from bench import tricks
+
+
+def test_verdicts_follow_the_numbers():
+    assert tricks.verdict([0.80, 0.81, 0.79], [0.85, 0.86, 0.84]).startswith("helps (+5.00 points")
+    assert tricks.verdict([0.80, 0.81, 0.79], [0.75, 0.76, 0.74]).startswith("hurts (-5.00 points")
+    assert tricks.verdict([0.80, 0.82, 0.78], [0.81, 0.79, 0.83]).startswith("no effect (+1.00 points, within")
+    # lower is better (a perplexity): a drop helps
+    assert tricks.verdict([120.0, 121.0, 119.0], [110.0, 111.0, 109.0], higher_better=False, scale=1.0,
+                          unit="").startswith("helps (-10.00")
+    assert tricks.verdict([0.8, 0.8, 0.8], [float("nan")] * 3) == "hurts (diverged)"
+    assert tricks.mean_std([1.0, 3.0]) == (2.0, pytest.approx(2 ** 0.5))
+    assert tricks.fmt([0.5, 0.7]) == "60.00 ± 14.14"
+
+
+def test_at_time_reads_the_best_within_the_budget():
+    run = {"log": [{"seconds": 2.0, "dev_metric": 0.5}, {"seconds": 2.0, "dev_metric": 0.7},
+                   {"seconds": 2.0, "dev_metric": 0.6}]}
+    assert tricks.at_time(run, 4.0) == 0.7 and tricks.at_time(run, 3.9) == 0.5
+    assert tricks.at_time(run, 1.0) != tricks.at_time(run, 1.0)  # NaN: no epoch finished
+    assert tricks.at_time(run, 6.0, higher_better=False) == 0.5
+
+
+def test_smoke_study_writes_rows_verdicts_and_plots(tmp_path):
+    out, work = tmp_path / "TRICKS.md", tmp_path / "work"
+    study = tricks.main(["--smoke", "--out", str(out), "--work", str(work)])
+    text = out.read_text()
+    keys = [r.key for r in study.rows]
+    assert keys == ["optimizer", "clipping", "early_stopping", "cell", "layer_norm", "stacking", "learned_init",
+                    "gate_bias", "dropout", "dropout_lm", "ensembles", "normalisation"]
+    summary = text[text.index("| claim | experiment | result | verdict on this data |"):].split("\n\n")[0]
+    assert len(summary.splitlines()) == 2 + len(keys)  # the header, its rule and one row per claim
+    for row in study.rows:
+        assert f"## {row.key.replace('_', ' ')}" in text and row.verdict in text
+        assert re.search(r"helps|hurts|no effect|as claimed|no gain", row.verdict), row.verdict
+        for plot in row.plots:
+            png = tmp_path / plot
+            assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and f"]({plot})" in text
+    assert len(list(tmp_path.glob("tricks_*.png"))) >= 12
+    # the verdicts come from the runs: recompute one from the cached results of its runs
+    again = tricks.Study(tricks.SCALES["smoke"], "unused", tricks.Runner(work, echo=False), out)
+    base, sgd = again.runs(keep_epochs=True), again.runs("--optimizer", "sgd", "--lr", "0.1")
+    assert again.runner.runs == 0 and again.runner.cached == 2 * len(tricks.SCALES["smoke"].seeds)
+    expected = tricks.verdict([tricks.dev(r) for r in base], [tricks.dev(r) for r in sgd])
+    assert study.rows[0].verdict == f"SGD lr 0.1: {expected}"
+    assert "synthetic tagging data" in text and "python -m autobatch.examples.tagger --data" in text
