@@ -13,6 +13,7 @@ folder, or ``remove_stale_temps``, deletes it. A file that cannot be read as a c
 import json
 import os
 import re
+import time
 import uuid
 import zipfile
 import zlib
@@ -46,24 +47,34 @@ def _abandoned(tmp, pid):
     file while it writes, and the system drops the lock when the writer dies however it dies, so this is
     right even when a later process got the dead writer's pid (restarted containers often do)."""
     if fcntl is None:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return True
-        except OSError:
-            return False
-        return False
+        return not _alive(pid)
     try:
         fd = os.open(tmp, os.O_RDONLY)
     except OSError:
         return False
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        return True
+        # Unlocked, but a writer creates its file a moment before it locks it: a file that young whose writer's
+        # pid is alive may be in that gap (a reused pid only delays the cleaning of a dead writer's file).
+        return not (time.time() - os.fstat(fd).st_mtime < _GAP_S and _alive(pid))
     except OSError:  # held: its writer is alive
         return False
     finally:
         os.close(fd)
+
+
+_GAP_S = 60.0  # seconds: far longer than the gap between creating a temporary file and locking it
+
+
+def _alive(pid):
+    """Whether a process ``pid`` exists (one of another user counts as alive)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True
+    return True
 
 
 def remove_stale_temps(folder, target=None):
@@ -232,7 +243,10 @@ def read_checkpoint(path):
             if "__meta__" not in z.files:
                 raise CheckpointError(f"{path} is not an autobatch checkpoint (no __meta__ entry)")
             meta = json.loads(str(z["__meta__"]))
-            if meta.get("format") != FORMAT or meta.get("version", 0) > VERSION:
+            if not isinstance(meta, dict):  # any JSON parses: a list or a number here is not our layout
+                raise CheckpointError(f"{path} is not an autobatch checkpoint (its __meta__ is not a JSON object)")
+            version = meta.get("version", 0)
+            if meta.get("format") != FORMAT or type(version) is not int or version > VERSION:
                 raise CheckpointError(f"{path}: unsupported checkpoint format {meta.get('format')!r} "
                                       f"version {meta.get('version')!r}")
             # Every entry is read here, inside the guard: an .npz reads lazily, and a bad entry must fail now

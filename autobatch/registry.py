@@ -278,15 +278,20 @@ WEIGHTED_SUM_ROWS = primitive("weighted_sum_rows", "structural", _weighted_sum_s
                               _att.weighted_sum_rows_vjp, seq="reduce")
 
 
-def _lstm_scan_shape(shapes, dirs):
-    x, Wh, *init = shapes
-    D = len(dirs)
-    if len(Wh) != 2 or x != (Wh[0],) or Wh[0] != D * 4 * Wh[1]:
-        raise ShapeError(f"needs gate inputs ({D} x 4H,) and recurrent weights ({D} x 4H, H) for {D} "
+def _gated_scan_shape(x, Wh, init, D, gates):
+    """The output (D x H,) of a scan over gate inputs x (D x gates*H,) with recurrent weights (D x gates*H, H)
+    and initial states (D x H,), D directions."""
+    if len(Wh) != 2 or x != (Wh[0],) or Wh[0] != D * gates * Wh[1]:
+        raise ShapeError(f"needs gate inputs ({D} x {gates}H,) and recurrent weights ({D} x {gates}H, H) for {D} "
                          f"direction(s), got {x} and {Wh}")
     if any(s != (D * Wh[1],) for s in init):
         raise ShapeError(f"initial states {init} must have shape {(D * Wh[1],)}")
     return (D * Wh[1],)
+
+
+def _lstm_scan_shape(shapes, dirs):
+    x, Wh, *init = shapes
+    return _gated_scan_shape(x, Wh, init, len(dirs), 4)
 
 
 LSTM_SCAN = primitive("lstm_scan", "structural", _lstm_scan_shape, scan.lstm_scan, scan.lstm_scan_vjp,
@@ -306,6 +311,17 @@ def _rnn_scan_shape(shapes, dirs):
 
 RNN_SCAN = primitive("rnn_scan", "structural", _rnn_scan_shape, scan.rnn_scan, scan.rnn_scan_vjp,
                      shares=True, residual=True, seq="keep", must_share=(1,))
+
+
+def _gru_scan_shape(shapes, dirs):
+    x, Wh, bh, *init = shapes
+    if bh != x:  # b_h: one bias per gate input (b_hn is the part r multiplies)
+        raise ShapeError(f"needs a recurrent bias of the gate inputs' shape {x}, got {bh}")
+    return _gated_scan_shape(x, Wh, init, len(dirs), 3)
+
+
+GRU_SCAN = primitive("gru_scan", "structural", _gru_scan_shape, scan.gru_scan, scan.gru_scan_vjp,
+                     shares=True, residual=True, seq="keep", must_share=(1, 2))
 
 
 def _tree_scan_shape(shapes):

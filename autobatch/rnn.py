@@ -288,6 +288,7 @@ class _Recurrent:
         return self._scan is not None and not self.layer_norm and not active
 
     _scan = None  # the whole-sequence primitive of the cell, if it has one
+    _scan_params = ()  # its parameters after W_h (the GRU's b_h, which r multiplies in part)
 
     def _input_rows(self, X):
         shape = X.shape[1:]
@@ -318,7 +319,8 @@ class _Recurrent:
 
         init = (stacked("h0"),) + ((stacked("c0"),) if self._has_memory else ()) if self.learned_init else ()
         gates = g.add(R.AFFINE, (stacked("bx"), stacked("Wx"), x), _XVEC)
-        return g.add(self._scan, (gates, stacked("Wh")) + init, attrs)
+        params = tuple(stacked(name) for name in ("Wh",) + self._scan_params)
+        return g.add(self._scan, (gates,) + params + init, attrs)
 
     def __repr__(self):
         return (f"{type(self).__name__}({self.input_dim} -> {self.hidden_dim}, layers={self.num_layers}, "
@@ -411,6 +413,8 @@ class GRU(_Recurrent):
 
     GATES = 3
     _separate_recurrent_bias = True
+    _scan = R.GRU_SCAN
+    _scan_params = ("bh",)
 
     def __init__(self, pc, input_dim, hidden_dim, *, reset_bias=-1.0, **options):
         self._gate_bias = (0, float(reset_bias))

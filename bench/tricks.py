@@ -354,8 +354,10 @@ class Study:
                 row += [f(runs) for _, f in extra_cols]
             v = "—" if name == base_name else t.verdict([dev(r) for r in base_runs], [dev(r) for r in runs])
             if equal_time and name != base_name:
+                first = np.mean([r["log"][0]["seconds"] for r in runs if r["log"]])
                 v += "; at equal time: " + (t.verdict(at(base_runs), at(runs)) if all(
-                    math.isfinite(v) for v in at(runs)) else "hurts (no epoch finished within the time)")
+                    math.isfinite(v) for v in at(runs)) else f"hurts (its first epoch takes {first:.1f} s, more "
+                                                             f"than the {budget:.1f} s budget)")
             row.append(v)
             if name != base_name:
                 verdicts.append(f"{name}: {v}")

@@ -231,6 +231,97 @@ def rnn_scan_vjp(g, y, x, Wh, h0=None, *, lengths, dirs, res):
     return tuple(grads)
 
 
+
+def _time_major(v, perms, width):
+    """Packed rows of ``v`` (directions side by side, ``width`` columns each) as (directions, time-major rows,
+    width)."""
+    out = backend.xp.empty((len(perms), len(perms[0]), width), v.dtype)
+    for d, p in enumerate(perms):
+        out[d] = v[p, d * width:(d + 1) * width]
+    return out
+
+
+def _packed(V, perms):
+    """The inverse of ``_time_major``: (directions, time-major rows, width) back to packed rows."""
+    D, n, width = V.shape
+    out = backend.xp.empty((n, D * width), V.dtype)
+    for d, p in enumerate(perms):
+        out[p, d * width:(d + 1) * width] = V[d]
+    return out
+
+
+def _steps_back(sizes):
+    """(first time-major row, sentences alive) of each step, the last step first."""
+    ends = np.cumsum(sizes).tolist()
+    for t in range(len(ends) - 1, -1, -1):
+        yield ends[t] - int(sizes[t]), int(sizes[t])
+
+
+def gru_scan(x, Wh, bh, h0=None, *, lengths, dirs):
+    """GRU (PyTorch's) over each sentence, in each direction of ``dirs``: with a = W_h h_(t-1) + b_h,
+    r, z = sigmoid(x_rz + a_rz), n = tanh(x_n + r * a_n), h_t = (1 - z) * n + z * h_(t-1). x: each row's input
+    part (W_x x_t + b_x) per direction [r z n], directions side by side; Wh (3H, H) and bh (3H,) per direction,
+    stacked; h0 the initial state (None: zeros)."""
+    xp = backend.xp
+    D, H = len(dirs), Wh.shape[1]
+    perms, sizes, prev, order = _device_layout(lengths, dirs)
+    X = _time_major(x, perms, 3 * H)  # pre-activations, then activations [r z n]
+    An = xp.empty((D, len(perms[0]), H), x.dtype)  # each step's a_n, which r multiplies
+    Hs = xp.empty_like(An)
+    WhT = xp.ascontiguousarray(Wh.reshape(D, 3 * H, H).transpose(0, 2, 1))
+    b3 = bh.reshape(D, 1, 3 * H)
+    h = h_first = _initial(h0, order, len(lengths), D, H, x.dtype)
+    s = 0
+    for b in sizes.tolist():
+        a = xp.matmul(h[:, :b], WhT)
+        a += b3
+        rz, nn = X[:, s:s + b, :2 * H], X[:, s:s + b, 2 * H:]
+        rz += a[:, :, :2 * H]
+        _sigmoid_(rz)
+        An[:, s:s + b] = a[:, :, 2 * H:]
+        nn += rz[:, :, :H] * a[:, :, 2 * H:]
+        xp.tanh(nn, out=nn)
+        hn = Hs[:, s:s + b]
+        xp.subtract(h[:, :b], nn, out=hn)
+        hn *= rz[:, :, H:]
+        hn += nn
+        h = hn
+        s += b
+    return _packed(Hs, perms), (perms, sizes, order, prev, X, An, Hs, h_first)
+
+
+def gru_scan_vjp(g, y, x, Wh, bh, h0=None, *, lengths, dirs, res):
+    xp = backend.xp
+    perms, sizes, order, prev, X, An, Hs, h_first = res
+    D, H = len(dirs), Wh.shape[1]
+    Hp = _previous(Hs, h_first, prev, int(sizes[0]))
+    r, z, nn = X[:, :, :H], X[:, :, H:2 * H], X[:, :, 2 * H:]
+    # Every factor that depends on no other step's gradient, for all steps at once: d a / d h_t (Q, [r z n]).
+    Pn = (1 - z) * (1 - nn * nn)  # d x_n / d h_t
+    Q = xp.empty_like(X)
+    Q[:, :, :H] = Pn * An * r * (1 - r)
+    Q[:, :, H:2 * H] = (Hp - nn) * z * (1 - z)
+    Q[:, :, 2 * H:] = Pn * r
+    G = _time_major(g, perms, H)  # becomes each step's whole d h_t
+    dA = xp.empty_like(X)
+    dA3, Q3 = dA.reshape(D, -1, 3, H), Q.reshape(D, -1, 3, H)
+    W = Wh.reshape(D, 3 * H, H)
+    dh = xp.zeros((D, len(lengths), H), x.dtype)
+    for s, b in _steps_back(sizes):
+        dhn = G[:, s:s + b]
+        dhn += dh[:, :b]
+        xp.multiply(dhn[:, :, None], Q3[:, s:s + b], out=dA3[:, s:s + b])
+        step = xp.matmul(dA[:, s:s + b], W)
+        step += dhn * z[:, s:s + b]
+        dh[:, :b] = step
+    dX = dA.copy()  # the r and z parts are shared; x_n's gradient lacks a_n's factor r
+    dX[:, :, 2 * H:] = G * Pn
+    grads = [_packed(dX, perms), xp.matmul(dA.transpose(0, 2, 1), Hp).reshape(Wh.shape),
+             dA.sum(axis=1).reshape(bh.shape)]
+    if h0 is not None:
+        grads.append(_initial_grad(dh, order, h0.ndim == 1))
+    return tuple(grads)
+
 # ---- Tree-LSTM over whole trees, level by level -------------------------------------------------------------
 # A tree arrives as its leaves' inputs (rows of a sequence) and its shape (per node in post-order: left child,
 # right child, height, leaf number; -1 where absent). All trees of a batch run together: first every leaf of

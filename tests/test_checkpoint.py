@@ -307,9 +307,33 @@ def test_temp_files_of_writers_killed_with_sigkill_are_removed_by_the_next_save(
         save_checkpoint(path, pc, epoch=2)
         assert sorted(os.listdir(tmp_path)) == [".other.npz.1.0123abcd.tmp", "model.npz"]
         assert checkpoint.remove_stale_temps(str(tmp_path)) == []  # its writer holds it
+    # Unlocked, written by pid 1 (alive: a reused pid) a minute ago: abandoned. Moments ago, it could be a
+    # writer between creating its file and locking it (test_a_cleaner_spares_a_writer_that_has_not_locked_yet).
+    old = os.path.getmtime(tmp_path / ".other.npz.1.0123abcd.tmp") - 2 * checkpoint._GAP_S
+    os.utime(tmp_path / ".other.npz.1.0123abcd.tmp", (old, old))
     assert checkpoint.remove_stale_temps(str(tmp_path)) == [str(tmp_path / ".other.npz.1.0123abcd.tmp")]
     assert load_checkpoint(path, _collection(seed=3))["epoch"] == 2
     ab.ParameterCollection()
+
+
+@pytest.mark.skipif(checkpoint.fcntl is None, reason="needs fcntl.flock")
+def test_a_cleaner_spares_a_writer_that_has_not_locked_yet(tmp_path, monkeypatch):
+    """Another process cleaning the folder (its fit(resume=True)) between a writer's creating its temporary file
+    and locking it used to delete it: the save then failed, and with ``previous`` left no last.npz at all."""
+    pc = _collection()
+    path = str(tmp_path / "last.npz")
+    save_checkpoint(path, pc, epoch=1)
+    real, removed = checkpoint.fcntl.flock, []
+
+    def flock(fd, op):
+        if op == checkpoint.fcntl.LOCK_EX and not removed:  # the writer's own lock, about to be taken
+            removed.append(checkpoint.remove_stale_temps(str(tmp_path)))
+        return real(fd, op)
+
+    monkeypatch.setattr(checkpoint.fcntl, "flock", flock)
+    save_checkpoint(path, pc, previous=str(tmp_path / "previous.npz"), epoch=2)
+    assert removed == [[]]
+    assert load_checkpoint(path, _collection(seed=3))["epoch"] == 2
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
@@ -344,6 +368,17 @@ def test_unreadable_files_name_the_file_and_say_why(tmp_path):
         assert str(path) in str(e.value) and "allow_pickle" not in str(e.value)
         assert isinstance(e.value, ValueError)
     ab.ParameterCollection()
+
+
+@pytest.mark.parametrize("meta, why", [("[1, 2]", "its __meta__ is not a JSON object"),
+                                        ('{"format": "autobatch-checkpoint", "version": "1"}', "version '1'")])
+def test_a_foreign_meta_entry_is_a_checkpoint_error(tmp_path, meta, why):
+    """An .npz whose __meta__ is valid JSON of another layout: CheckpointError (which resume falls back past),
+    not an AttributeError or TypeError from inside the reader."""
+    path = tmp_path / "foreign.npz"
+    np.savez(path, __meta__=np.array(meta))
+    with pytest.raises(checkpoint.CheckpointError, match=why):
+        read_checkpoint(path)
 
 
 def test_resume_falls_back_to_the_previous_checkpoint_and_keeps_one(tmp_path):

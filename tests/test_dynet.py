@@ -186,6 +186,36 @@ def test_dynet_file_format_stored_expectation(tmp_path):
     np.testing.assert_array_equal(E.as_array(), [[1, 2], [3, 4], [5, 6]])
 
 
+@pytest.mark.parametrize("text, why", [
+    ("#Parameter# /W {2,3} 96 ZERO_GRAD\n", "ends before the values of /W"),
+    ("#Parameter# /W {2} 30 FULL_GRAD\n+1 +2 \n", "ends before the gradient of /W"),
+    ("#Parameter# /W {2} 30 ZERO_GRAD\n+1 abc \n", ":2: the values of /W are not all numbers"),
+    ("#Parameter# /W {2,x} 30 ZERO_GRAD\n+1 +2 \n", ":1: bad dims"),
+])
+def test_malformed_dynet_file_names_the_file(tmp_path, text, why):
+    """A cut-short or corrupt file is a ValueError naming the file (not a bare StopIteration or NumPy's)."""
+    path = tmp_path / "bad.model"
+    path.write_text(text)
+    m = ad.ParameterCollection()
+    m.add_parameters((2, 3), name="W")
+    with pytest.raises(ValueError, match="bad.model") as e:
+        m.populate(str(path))
+    assert why in str(e.value)
+
+
+def test_a_repeated_parameter_name_is_made_unique_as_in_dynet(tmp_path):
+    """DyNet names a second "W" "/W_1": with two "/W" entries, load would give both the first one's values."""
+    m = ad.ParameterCollection()
+    a, b = m.add_parameters(2, name="W", init=1.0), m.add_parameters(2, name="W", init=2.0)
+    E = m.add_lookup_parameters((2, 2), name="W")
+    assert [a.name(), b.name(), E.name()] == ["/W", "/W_1", "/W_2"]
+    base = str(tmp_path / "dup")
+    ad.save(base, [a, b])
+    a2, b2 = ad.load(base, ad.ParameterCollection())
+    np.testing.assert_array_equal(a2.as_array(), [1, 1])
+    np.testing.assert_array_equal(b2.as_array(), [2, 2])
+
+
 def test_save_load_objects_round_trip(tmp_path):
     m = ad.ParameterCollection()
     p = m.add_parameters((2, 3))
@@ -360,6 +390,9 @@ def test_inputs_slicing_and_minibatch_manipulation_match_numpy():
     assert total.value() == 6.0
     v.set([0.0, 0.0, 5.0])  # DyNet's static-graph style: the graph recomputes with the new input
     assert total.value() == 5.0
+    with pytest.raises(ValueError, match=r"set\(\): 2 values for an input of shape \(3,\).*test_dynet.py"):
+        v.set([1.0, 2.0])
+    assert total.value() == 5.0  # the refused values changed nothing
 
 
 def test_updates_respect_set_updated_and_lookup_update_false():

@@ -121,6 +121,16 @@ CASES = {
                       [(6,), (6, 3), (6,)], lambda k, x, Wh, h0: np.concatenate(
                           [_rnn_ref(_rows_np(x, k + 1)[:, :3], Wh[:3], h0[:3]),
                            _rnn_ref(_rows_np(x, k + 1)[::-1, 3:], Wh[3:], h0[3:])[::-1]], axis=1), shared=(1,))],
+    "gru_scan": [Case(lambda k, x, Wh, bh: _gru_scan(_rows_of(x, k + 2), Wh, bh), [(6,), (6, 2), (6,)],
+                      lambda k, x, Wh, bh: _gru_ref(_rows_np(x, k + 2), Wh, bh), shared=(1, 2)),
+                 Case(lambda k, x, Wh, bh, h0: _gru_scan(_rows_of(x, k + 1), Wh, bh, h0, dirs=(False, True)),
+                      [(12,), (12, 2), (12,), (4,)],  # initial states per example
+                      lambda k, x, Wh, bh, h0: _gru_ref(_rows_np(x, k + 1), Wh, bh, h0, (False, True)),
+                      shared=(1, 2)),
+                 Case(lambda k, x, Wh, bh, h0: _gru_scan(_rows_of(x, k + 1), Wh, bh, h0, dirs=(True, False)),
+                      [(12,), (12, 2), (12,), (4,)],
+                      lambda k, x, Wh, bh, h0: _gru_ref(_rows_np(x, k + 1), Wh, bh, h0, (True, False)),
+                      shared=(1, 2, 3))],
     "tree_lstm_scan": [Case(lambda k, x, W, bx, U, b: _tree_scan(_rows_of(x, len(_TREES[k]) // 2 + 1), _TREES[k],
                                                                W, bx, U, b), [(3,), (6, 3), (6,), (10, 4), (10,)],
                             lambda k, x, W, bx, U, b: _tree_ref(_rows_np(x, len(_TREES[k]) // 2 + 1), _TREES[k],
@@ -472,6 +482,25 @@ def _rnn_ref(X, Wh, h0=None):
         h = np.tanh(x + Wh @ h)
         out.append(h)
     return np.stack(out)
+
+
+def _gru_scan(X, Wh, bh, h0=None, dirs=(False,)):
+    g = ab.current_graph()
+    ids = tuple(ab.ops._node(g, v) for v in (X, Wh, bh, h0) if v is not None)
+    return ab.Expression(g, g.add(REGISTRY["gru_scan"], ids, (("dirs", dirs),)))
+
+
+def _gru_ref(X, Wh, bh, h0=None, dirs=(False,)):
+    """Each direction's GRU step by step with the cell reference, directions side by side."""
+    H, outs = Wh.shape[1], []
+    for d, reverse in enumerate(dirs):
+        h, hs = (np.zeros(H) if h0 is None else h0[d * H:(d + 1) * H]), []
+        W, b = Wh[d * 3 * H:(d + 1) * 3 * H], bh[d * 3 * H:(d + 1) * 3 * H]
+        for x in (X[::-1] if reverse else X)[:, d * 3 * H:(d + 1) * 3 * H]:
+            h = ref.gru_hidden(x, W @ h + b, h)
+            hs.append(h)
+        outs.append(np.stack(hs[::-1] if reverse else hs))
+    return np.concatenate(outs, axis=1)
 
 
 def _bidirectional_ref(X, Wh, h0, c0):

@@ -114,7 +114,10 @@ class Expression:
         if g.n_sig[self.i].prim is not R.DY_INPUT:
             raise TypeError("set(): only input expressions can be set")
         item = g.n_aux[self.i]
-        item.value = np.asarray(values, dtype=item.value.dtype).reshape(item.value.shape)
+        values = np.asarray(values, dtype=item.value.dtype)
+        if values.size != item.value.size:  # said here, not as NumPy's reshape error
+            raise ValueError(errors.at(f"set(): {values.size} values for an input of shape {item.value.shape}"))
+        item.value = values.reshape(item.value.shape)
         invalidate(g)  # DyNet's static-graph style: the next value() recomputes with the new input
 
     def __getitem__(self, index):

@@ -339,12 +339,15 @@ class ParameterCollection:
         self._items = []  # Parameters and subcollections in creation order
         self._counts = {"param": 0, "sub": 0}
         self._child_names = {}
+        self._param_names = {}  # explicit parameter name -> how many times it was given
         self._core = parent._core if parent is not None else _core.ParameterCollection(dtype=np.float32)
 
     # creation
     def _param_name(self, name):
-        if name:
-            return self._name + name
+        if name:  # a repeated name gets _1, _2, ... as in DyNet: save/load find parameters by name
+            k = self._param_names.get(name, 0)
+            self._param_names[name] = k + 1
+            return self._name + name + (f"_{k}" if k else "")
         k = self._counts["param"]
         self._counts["param"] += 1
         return f"{self._name}_{k}"
@@ -476,22 +479,25 @@ def _write(f, p, name):
 
 def read_dynet_file(fname):
     """The entries of a DyNet-format file: dicts with ``name``, ``lookup``, ``value`` and ``grad`` (None for
-    ZERO_GRAD) as row-major NumPy arrays of the parameter's shape (a table's rows first)."""
+    ZERO_GRAD) as row-major NumPy arrays of the parameter's shape (a table's rows first). A malformed file
+    raises ValueError naming the file and the line."""
     out = []
     with open(fname) as f:
-        lines = iter(f)
-        for header in lines:
+        lines = enumerate(f, 1)
+        for lineno, header in lines:
             if not header.strip():
                 continue
             parts = header.split()
             if parts[0] not in ("#Parameter#", "#LookupParameter#") or len(parts) < 4:
-                raise ValueError(f"{fname}: bad parameter header {header.strip()!r}")
+                raise ValueError(f"{fname}:{lineno}: bad parameter header {header.strip()!r}")
             lookup = parts[0] == "#LookupParameter#"
-            dims = tuple(int(d) for d in parts[2].strip("{}").split(","))
+            try:
+                dims = tuple(int(d) for d in parts[2].strip("{}").split(","))
+            except ValueError:
+                raise ValueError(f"{fname}:{lineno}: bad dims {parts[2]!r} in the header of {parts[1]}") from None
             full = len(parts) > 4 and parts[4] == "FULL_GRAD"
-            rows = [np.array(next(lines).split(), dtype=np.float64)]
-            if full:
-                rows.append(np.array(next(lines).split(), dtype=np.float64))
+            rows = [_values(fname, lines, parts[1], what) for what in (("values", "gradient") if full else
+                                                                          ("values",))]
             arrays = []
             for flat in rows:
                 if flat.size != int(np.prod(dims)):
@@ -503,6 +509,18 @@ def read_dynet_file(fname):
                     arrays.append(flat.reshape(dims, order="F"))
             out.append(dict(name=parts[1], lookup=lookup, value=arrays[0], grad=arrays[1] if full else None))
     return out
+
+
+def _values(fname, lines, name, what):
+    """The next line of ``lines`` (``(lineno, text)`` pairs) as floats: the ``what`` of parameter ``name``."""
+    try:
+        lineno, text = next(lines)
+    except StopIteration:  # a bare StopIteration would say nothing about the file
+        raise ValueError(f"{fname}: the file ends before the {what} of {name}: it was cut short") from None
+    try:
+        return np.array(text.split(), dtype=np.float64)
+    except ValueError:
+        raise ValueError(f"{fname}:{lineno}: the {what} of {name} are not all numbers") from None
 
 
 def _entry(fname, key):
