@@ -45,7 +45,8 @@ _TEMP = re.compile(r"^\.(?P<target>.+)\.(?P<pid>\d+)\.[0-9a-f]{8}\.tmp$")
 def _abandoned(tmp, pid):
     """True when no living writer holds the temporary file ``tmp``. A writer holds an advisory lock on its
     file while it writes, and the system drops the lock when the writer dies however it dies, so this is
-    right even when a later process got the dead writer's pid (restarted containers often do)."""
+    right even when a later process got the dead writer's pid (restarted containers often do); such a file is
+    then only kept until it is ``_GAP_S`` old."""
     if fcntl is None:
         return not _alive(pid)
     try:

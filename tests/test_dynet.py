@@ -1,6 +1,9 @@
 """autobatch.dynet against real DyNet 2.2 (``import dynet``, skipped where it is not installed) and against
 stored expectations: builders with DyNet's weights give DyNet's numbers, trainers follow DyNet's update rules,
 files written by DyNet load, and the expression API behaves as DyNet's tests check."""
+import os
+import pickle
+
 import numpy as np
 import pytest
 
@@ -214,6 +217,22 @@ def test_a_repeated_parameter_name_is_made_unique_as_in_dynet(tmp_path):
     a2, b2 = ad.load(base, ad.ParameterCollection())
     np.testing.assert_array_equal(a2.as_array(), [1, 1])
     np.testing.assert_array_equal(b2.as_array(), [2, 2])
+
+
+class _RunsCode:
+    def __reduce__(self):
+        return (os.system, ("exit 3",))
+
+
+def test_load_refuses_a_meta_file_that_would_run_code(tmp_path):
+    """dy.load unpickles ``.meta``: a global other than a builder class (here os.system, with a harmless
+    command) is refused before it can be called."""
+    base = str(tmp_path / "evil")
+    with open(base + ".meta", "wb") as fh:
+        pickle.dump(_RunsCode(), fh)
+    open(base + ".data", "w").close()
+    with pytest.raises(pickle.UnpicklingError, match="evil.meta: refuses to load .*system"):
+        ad.load(base, ad.ParameterCollection())
 
 
 def test_save_load_objects_round_trip(tmp_path):

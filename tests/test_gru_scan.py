@@ -6,7 +6,10 @@ import pytest
 
 import autobatch as ab
 
-torch = pytest.importorskip("torch")
+try:
+    import torch
+except ImportError:  # a test-only reference: without it that comparison skips, the others still run
+    torch = None
 
 D, H, VOCAB = 3, 4, 20
 SENTS = [[1, 2, 3], [4, 5], [6, 7, 8, 9, 10, 11], [12], [13, 14, 15, 16]]
@@ -22,11 +25,12 @@ def _model(layers, bidirectional, learned):
     pc = ab.ParameterCollection(seed=3, dtype=np.float64)
     E = pc.add_lookup_parameters((VOCAB, D), init="normal")
     blocks = [ab.GRU(pc, D, H, num_layers=layers, learned_init=learned) for _ in range(1 + bidirectional)]
+    rng = np.random.default_rng(4)
     for block in blocks:  # random biases and initial states, so a wrong b_hn or h0 path shows
         for layer in block.layers:
             for p in (layer.bx, layer.bh, layer.h0):
                 if p is not None:
-                    p.set_value(np.random.default_rng(len(p.name)).normal(size=p.shape))
+                    p.set_value(rng.normal(size=p.shape))
     transducer = ab.BiRNN(*blocks) if bidirectional else blocks[0]
     return pc, E, blocks, transducer
 
@@ -41,12 +45,14 @@ def _ours(pc, E, transducer, as_sequence, strategy="agenda"):
         out = transducer.transduce(E[s] if as_sequence else [E[w] for w in s])
         outs.append(out if as_sequence else ab.sequence(out))
     weights = [rng.normal(size=(len(s), o.shape[-1])) for s, o in zip(SENTS, outs)]
-    loss = ab.esum([ab.sum_elems(ab.cmult(o, ab.sequence([ab.input_tensor(r) for r in w]))) for o, w in zip(outs, weights)])
+    weighted = [ab.cmult(o, ab.sequence([ab.input_tensor(r) for r in w])) for o, w in zip(outs, weights)]
+    loss = ab.esum([ab.sum_elems(v) for v in weighted])
     value = loss.value()
     loss.backward()
     return [o.value() for o in outs], value, [p.grad.copy() for p in pc.parameters()], weights, ab.graph_stats()
 
 
+@pytest.mark.skipif(torch is None, reason="PyTorch (the reference for this comparison) is missing")
 @pytest.mark.parametrize("layers,bidirectional,learned", [(1, False, False), (2, False, True), (1, True, False),
                                                           (1, True, True)])
 def test_gru_scan_equals_torch_packed(layers, bidirectional, learned):

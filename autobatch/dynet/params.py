@@ -548,12 +548,24 @@ def _assign(p, e):
 
 
 class _Unpickler(pickle.Unpickler):
+    """Reads only what ``save`` writes: tuples of plain values and classes that rebuild from a spec. Any other
+    global (``os.system``, ...) is refused, since a ``.meta`` file that names one runs it when unpickled."""
+
+    def __init__(self, fh, fname):
+        super().__init__(fh)
+        self.fname = fname
+
     def find_class(self, module, name):
         if module in ("_dynet", "dynet"):
             import autobatch.dynet as ad
 
-            return getattr(ad, name)
-        return super().find_class(module, name)
+            found = getattr(ad, name, None)
+        else:
+            found = super().find_class(module, name)
+        if isinstance(found, type) and hasattr(found, "from_spec"):
+            return found
+        raise pickle.UnpicklingError(f"{self.fname}: refuses to load {module}.{name}: a saved-objects file names "
+                                     "only classes with from_spec (a builder); this one may run code")
 
 
 def save(basename, objects):
@@ -578,7 +590,7 @@ def load_generator(basename, pc):
     with open(basename + ".meta", "rb") as fh:
         while True:
             try:
-                item = _Unpickler(fh).load()
+                item = _Unpickler(fh, basename + ".meta").load()
             except EOFError:
                 return
             if item[0] in ("Parameters", "LookupParameters"):
