@@ -554,3 +554,19 @@ def test_static_graph_style_training_learns_xor():
     for xv, yv in data:
         x.set(xv)
         assert pred.scalar_value() == pytest.approx(yv, abs=0.1)
+
+
+def test_indices_are_checked_like_the_core_api():
+    # The DyNet functions use the core's index checks: a bool or a float is not an index (it used to read row 1
+    # or truncate 2.7 to 2 silently), and out-of-range ids name the op.
+    m = ad.ParameterCollection()
+    p = m.add_lookup_parameters((5, 3))
+    ad.renew_cg()
+    x = ad.inputVector([1.0, 2.0, 3.0])
+    for bad in (lambda: ad.lookup(p, True), lambda: ad.pick(x, True), lambda: ad.pickneglogsoftmax(x, True),
+                lambda: ad.pickneglogsoftmax(x, 2.7)):
+        with pytest.raises(TypeError, match="index must be an int"):
+            bad()
+    with pytest.raises(IndexError, match="lookup_batch: index 9"):
+        ad.lookup_batch(p, [1, 9])
+    assert ad.lookup(p, np.int64(2)).npvalue() == pytest.approx(p.as_array()[2])

@@ -14,6 +14,7 @@ from autobatch.kernels.layout import Input
 
 from .. import errors
 from .. import graph as _graph
+from .. import ops as _core_ops
 from .. import registry as R
 
 
@@ -325,9 +326,7 @@ def pick(x, index, dim=0):
     sig = g.n_sig[n]
     if dim >= max(len(sig.shape), 1):
         raise ValueError(errors.at(f"pick: dim {dim} out of range for dims {sig.shape or (1,)}"))
-    size = sig.shape[dim] if sig.shape else 1
-    if not 0 <= index < size:
-        raise IndexError(errors.at(f"pick: index {index} out of range for size {size} along dim {dim}"))
+    index = _core_ops._index(f"pick along dim {dim}", index, sig.shape[dim] if sig.shape else 1)
     if not sig.shape:
         return Expression(g, n)
     if dim:

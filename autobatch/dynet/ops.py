@@ -7,6 +7,7 @@ import numpy as np
 
 from .. import errors
 from .. import graph as _graph
+from .. import ops as _core_ops
 from .. import registry as R
 from .expression import (Expression, add, affine, align, batch_rows, batch_size as _bsize, cdiv, constant_node,
                          node, pick, pow_, rank, repeat, reshape as _reshape, scale_shift, select, shape, unary)
@@ -153,21 +154,15 @@ def _table(p, update):
 def lookup(p, index=0, update=True):
     """Row ``index`` of a lookup table (``update=False``: the row gets no gradient)."""
     g = _g()
-    n = len(p._p.data)
-    if not isinstance(index, (int, np.integer)) or not 0 <= index < n:
-        raise IndexError(errors.at(f"lookup: index {index!r} out of range for {n} rows"))
-    e = _ex(g.add(R.LOOKUP, (node(g, p),), (), int(index)))
+    e = _ex(g.add(R.LOOKUP, (node(g, p),), (), _core_ops._index("lookup", index, len(p._p.data))))
     return e if update else nobackprop(e)
 
 
 def lookup_batch(p, indices, update=True):
     """Rows ``indices`` of a lookup table as one minibatch expression (batch size ``len(indices)``)."""
     g = _g()
-    ids = np.asarray(list(indices))
-    n = len(p._p.data)
-    if ids.ndim != 1 or not len(ids) or ids.dtype.kind not in "iu" or ids.min() < 0 or ids.max() >= n:
-        raise IndexError(errors.at(f"lookup_batch: indices must be a non-empty list of ints in [0, {n})"))
-    e = _ex(g.add(R.LOOKUP, (node(g, p),), (), ids.astype(np.intp), rows=len(ids)))
+    ids = _core_ops._indices("lookup_batch", list(indices), len(p._p.data))
+    e = _ex(g.add(R.LOOKUP, (node(g, p),), (), ids, rows=len(ids)))
     return e if update else nobackprop(e)
 
 
@@ -492,13 +487,13 @@ def pickneglogsoftmax(x, v):
     g = _g()
     n = node(g, x)
     B = _bsize(g, n)
-    return _pnls(g, n, [int(v)] * B if g.n_sig[n].ragged else int(v))
+    return _pnls(g, n, [v] * B if g.n_sig[n].ragged else v)  # _pnls checks v: no int() that takes True or 2.7
 
 
 def pickneglogsoftmax_batch(x, vs):
     """-log softmax(x_b)[v_b] for each batch element b."""
     g = _g()
-    vs = [int(v) for v in vs]
+    vs = list(vs)  # checked as indices by _pnls
     n = node(g, x)
     if not g.n_sig[n].ragged:
         n = repeat(g, n, len(vs))
@@ -511,24 +506,16 @@ def _pnls(g, n, v):
     size = g.n_sig[n].shape
     if len(size) != 1:
         raise ValueError(errors.at(f"pickneglogsoftmax: needs a vector, got dims {size}"))
-    if type(v) is int:
-        if not 0 <= v < size[0]:
-            raise IndexError(errors.at(f"pickneglogsoftmax: index {v} out of range for size {size[0]}"))
-        return _ex(g.add(R.PICK_NLS, (n,), (), v))
-    ids = np.asarray(v, dtype=np.intp)
-    if ids.min() < 0 or ids.max() >= size[0]:
-        raise IndexError(errors.at(f"pickneglogsoftmax: index out of range for size {size[0]}"))
-    return _ex(g.add(R.PICK_NLS, (n,), (), ids))
+    if np.ndim(v) == 0:
+        return _ex(g.add(R.PICK_NLS, (n,), (), _core_ops._index("pickneglogsoftmax", v, size[0])))
+    return _ex(g.add(R.PICK_NLS, (n,), (), _core_ops._indices("pickneglogsoftmax", v, size[0])))
 
 
 def pick_batch(x, indices, dim=0):
     """Element ``indices[b]`` of batch element b."""
     g = _g()
-    ids = np.asarray(list(indices), dtype=np.intp)
     n = node(g, x)
-    size = (g.n_sig[n].shape or (1,))[dim]
-    if not len(ids) or ids.min() < 0 or ids.max() >= size:
-        raise IndexError(errors.at(f"pick_batch: indices {ids.tolist()} out of range for size {size}"))
+    ids = _core_ops._indices("pick_batch", list(indices), (g.n_sig[n].shape or (1,))[dim])
     if not g.n_sig[n].ragged:
         n = repeat(g, n, len(ids))
     if dim:
