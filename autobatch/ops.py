@@ -210,21 +210,26 @@ def input_tensor(array, dtype=None):
     return x
 
 
-_zeros_attrs = {}
+_filled_attrs = {}  # (shape, dtype) as given -> the attributes: zeros(64) in a loop normalises nothing
+
+
+def _filled(prim, shape, dtype):
+    """A constant leaf of ``prim`` (zeros or ones) of ``shape``; weakly typed without ``dtype``."""
+    key = (shape, dtype or _graph.default_dtype[0])
+    attrs = _filled_attrs.get(key)
+    if attrs is None:
+        shape = (int(shape),) if isinstance(shape, numbers.Integral) else tuple(int(s) for s in shape)
+        attrs = _filled_attrs[key] = (("shape", shape), ("dtype", np.dtype(key[1])))
+    g = _graph._current[0]
+    n = g.add(prim, (), attrs)
+    if dtype is None:
+        g.weak[n] = None
+    return Expression(g, n)
 
 
 def zeros(shape, dtype=None):
     """A constant of zeros of ``shape`` (an int or tuple); weakly typed without ``dtype``, as ``input_tensor``."""
-    key = (shape, dtype or _graph.default_dtype[0])
-    attrs = _zeros_attrs.get(key)
-    if attrs is None:
-        shape = (int(shape),) if isinstance(shape, numbers.Integral) else tuple(int(s) for s in shape)
-        attrs = _zeros_attrs[key] = (("shape", shape), ("dtype", np.dtype(key[1])))
-    g = _graph._current[0]
-    n = g.add(R.ZEROS, (), attrs)
-    if dtype is None:
-        g.weak[n] = None
-    return Expression(g, n)
+    return _filled(R.ZEROS, shape, dtype)
 
 
 def parameter(p):
@@ -576,13 +581,7 @@ def stack(xs, axis=0):
 
 def ones(shape, dtype=None):
     """A constant of ones of ``shape`` (an int or tuple); weakly typed without ``dtype``, as ``zeros``."""
-    shape = (int(shape),) if isinstance(shape, numbers.Integral) else tuple(int(s) for s in shape)
-    attrs = (("shape", shape), ("dtype", np.dtype(dtype or _graph.default_dtype[0])))
-    g = _graph._current[0]
-    n = g.add(R.ONES, (), attrs)
-    if dtype is None:
-        g.weak[n] = None
-    return Expression(g, n)
+    return _filled(R.ONES, shape, dtype)
 
 
 def _reduce(op, prim, over_rows, x, axis):
