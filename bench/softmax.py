@@ -67,7 +67,6 @@ def torch_lm(adaptive, n_words, counts, args):
     import torch
     from torch import nn
     from torch.nn import functional as F
-    from torch.nn.utils.rnn import PackedSequence, pack_sequence
 
     from bench.peers import torch_models as tm
 
@@ -91,11 +90,9 @@ def torch_lm(adaptive, n_words, counts, args):
             self.name = f"torch {'adaptive' if adaptive else 'full'}"
 
         def loss(self, batch):
-            inputs = pack_sequence([torch.tensor(x) for x, _ in batch], enforce_sorted=False)
-            targets = pack_sequence([torch.tensor(y) for _, y in batch], enforce_sorted=False).data
-            embedded = PackedSequence(self.embedding(inputs.data), inputs.batch_sizes, inputs.sorted_indices,
-                                      inputs.unsorted_indices)  # one lookup over the packed ids
-            h, _ = self.lstm(embedded)
+            inputs = tm._pack_ids([x for x, _ in batch], "cpu")
+            targets = tm._pack_ids([y for _, y in batch], "cpu").data
+            h, _ = self.lstm(tm._embed_packed(self.embedding, inputs))  # one lookup over the packed ids
             if adaptive:
                 return -self.out(h.data, targets).output.sum()
             return F.cross_entropy(self.out(h.data), targets, reduction="sum")
