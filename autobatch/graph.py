@@ -443,6 +443,13 @@ class Graph:
         """The id of the batch node ``n`` ran in (-1 if it has not run)."""
         return self.n_loc[n] // STRIDE if n < len(self.n_loc) and self.n_loc[n] >= 0 else -1
 
+    def invalidate(self):
+        """Forget every value this graph has computed, so that the next request recomputes it (an input was set,
+        or parameters changed, since: DyNet's static-graph style). The nodes stay."""
+        self.batches.clear()
+        self.n_loc.clear()  # grown back to "not run" (-1) by the next forward
+        self.first_pending = 0
+
     def has_pending(self):
         """True when some node has not run yet."""
         return len(self.n_loc) < len(self.n_sig) or -1 in self.n_loc

@@ -46,7 +46,7 @@ class Expression:
     def _array(self, recalculate=False):
         g = self._live()
         if recalculate:
-            invalidate(g)
+            g.invalidate()
         return np.array(backend.asnumpy(g.value_of(self.i)))
 
     def npvalue(self, recalculate=False):
@@ -84,7 +84,7 @@ class Expression:
         """Compute this expression (and what it needs), batched; ``recalculate``: the whole graph again."""
         g = self._live()
         if recalculate:
-            invalidate(g)
+            g.invalidate()
         g.forward(self.i)
 
     def backward(self, full=False):
@@ -119,7 +119,7 @@ class Expression:
         if values.size != item.value.size:  # said here, not as NumPy's reshape error
             raise ValueError(errors.at(f"set(): {values.size} values for an input of shape {item.value.shape}"))
         item.value = values.reshape(item.value.shape)
-        invalidate(g)  # DyNet's static-graph style: the next value() recomputes with the new input
+        g.invalidate()  # DyNet's static-graph style: the next value() recomputes with the new input
 
     def __getitem__(self, index):
         return getitem(self, index)
@@ -160,14 +160,6 @@ class Expression:
 
     def __pow__(self, other, modulo=None):
         return pow_(self, other)
-
-
-def invalidate(g):
-    """Forget every value graph ``g`` has computed, so that the next request recomputes it (DyNet's
-    ``invalidate``: an input was set, or parameters changed, since). The graph's nodes stay."""
-    g.batches.clear()
-    g.n_loc.clear()  # grown back to "not run" (-1) by the next forward
-    g.first_pending = 0
 
 
 def _number(x):
