@@ -289,13 +289,14 @@ def _gated_scan_shape(x, Wh, init, D, gates):
     return (D * Wh[1],)
 
 
-def _lstm_scan_shape(shapes, dirs):
+def _lstm_scan_shape(shapes, dirs, rd=0.0, zo=0.0, zt=False, vd=0.0):
     x, Wh, *init = shapes
     return _gated_scan_shape(x, Wh, init, len(dirs), 4)
 
 
+# Its regularisers' uniforms are per-node data, drawn at build time (None without regularisers).
 LSTM_SCAN = primitive("lstm_scan", "structural", _lstm_scan_shape, scan.lstm_scan, scan.lstm_scan_vjp,
-                      shares=True, residual=True, seq="keep", must_share=(1,))
+                      shares=True, residual=True, seq="keep", must_share=(1,), aux="list", random=True)
 
 
 def _rnn_scan_shape(shapes, dirs):

@@ -15,9 +15,13 @@ Per layer and step:
 With ``layer_norm`` each affine becomes a product and a ``layer_norm`` node whose bias input carries the
 other term, LN(W_x x; a_x, b) and LN(W_h h; a_h, x-part). A zero initial state skips the first W_h h.
 Recurrent dropout and zoneout add no node (they are attributes of the cell update); dropout adds one on x
-(and, variational, one on h) per step; DropConnect two per sequence and layer (the masked weights).
+(and, variational, one on h) per step; DropConnect two per sequence and layer (the masked weights). Given a
+whole sequence, a plain cell runs as one scan node per layer, also under standard dropout (one dropout node on
+the layer's input sequence, a mask per row); the other regularisers and layer norm run step by step.
 """
 import numpy as np
+
+from autobatch.kernels import backend
 
 from . import errors
 from . import graph as _graph
@@ -282,13 +286,48 @@ class _Recurrent:
         return [Expression(g, n) for n in self._combined(g, self._run(g, seqs, h, c, True, xs))]
 
     def _scans(self):
-        """True when this block can run a whole sequence as one scan per layer: a plain cell, no regulariser
-        active in the current mode."""
-        active = training() and (self.dropout or self.recurrent_dropout or self.zoneout or self.dropconnect)
-        return self._scan is not None and not self.layer_norm and not active
+        """True when this block can run a whole sequence as one scan per layer: a plain cell (no layer norm), and
+        no regulariser in force that the cell's scan does not run. Standard dropout is outside the recurrence: a
+        new mask per step on a layer's input is one dropout node on the input sequence, a mask per row. The
+        LSTM's scan also runs recurrent dropout, zoneout and variational dropout; DropConnect's masked weights
+        differ per sequence, so it runs step by step."""
+        if self._scan is None or self.layer_norm:
+            return False
+        train = training()
+        if train and self.dropconnect:
+            return False
+        inside = self.zoneout or (train and (self.recurrent_dropout or (self.dropout and self.variational)))
+        return not inside or self._scan_regularised
 
     _scan = None  # the whole-sequence primitive of the cell, if it has one
     _scan_params = ()  # its parameters after W_h (the GRU's b_h, which r multiplies in part)
+    _scan_regularised = False  # whether its scan runs recurrent dropout, zoneout and variational dropout
+
+    def _scan_regularisers(self, g, seq, layer, x, reverse):
+        """A layer's input under dropout, the scan node's attributes for the regularisers in force, and its
+        per-node uniforms (see ``kernels/scan.py``'s ``lstm_scan``). The uniforms are drawn in the step path's
+        order (per step: the input's mask, the candidate's, then c's and h's zoneout), so that one seed gives
+        the same masks either way."""
+        train, zo = training(), self.zoneout
+        rd, zt = (self.recurrent_dropout if train else 0.0), bool(zo) and train
+        vd = self.dropout if train and self.variational else 0.0
+        H = self.hidden_dim
+        wx = layer.dim if train and self.dropout and not self.variational else 0  # a new input mask per step
+        width = wx + H * (bool(rd) + 2 * zt)
+        u = None
+        if width:
+            n_rows = g.shape_of(x)[0]
+            u = self.noise.uniforms(n_rows * width).reshape(n_rows, width)
+            if reverse:  # the step path reads the sentence backwards
+                u = u[::-1]
+        if wx:
+            x = g.add(R.DROPOUT, (x,), p_attrs(self.dropout), u[:, :wx])
+        elif vd:  # one mask for every row
+            x = g.add(R.DROPOUT, (x,), p_attrs(vd), backend.xp.tile(seq.xnoise, (g.shape_of(x)[0], 1)))
+        if not (rd or zo or vd):
+            return x, (), None
+        aux = (u[:, wx:] if width > wx else None, seq.hnoise if vd else None)
+        return x, (("rd", rd), ("zo", zo), ("zt", zt), ("vd", vd)), aux
 
     def _input_rows(self, X):
         shape = X.shape[1:]
@@ -300,17 +339,19 @@ class _Recurrent:
         self._input_rows(X)
         if not self._scans():  # step by step over the rows, then packed back into a sequence
             return sequence(self.transduce(rows(X), reverse))
-        attrs = (("dirs", (bool(reverse),)),)
+        dirs = (("dirs", (bool(reverse),)),)
         x, outs = _node(g, X), []  # (refuses a sequence of an earlier graph)
-        for lid in self._ids(g):
-            x = self._scan_layer(g, [lid], x, attrs)
+        seqs = self._start(g)[0]  # the variational masks, drawn first as in the step path
+        for layer, lid, seq in zip(self.layers, self._ids(g), seqs):
+            x, attrs, aux = self._scan_regularisers(g, seq, layer, x, reverse)
+            x = self._scan_layer(g, [lid], x, dirs + attrs, aux)
             outs.append(x)
         if self.combine == "sum":
             for layer_out in outs[:-1]:
                 x = g.add(R.ADD, (x, layer_out))
         return Expression(g, x)
 
-    def _scan_layer(self, g, lids, x, attrs):
+    def _scan_layer(self, g, lids, x, attrs, aux=None):
         """One scan node over sequence ``x`` for the layers ``lids`` (one per direction; several directions
         run side by side, their parameters stacked — constants of the graph, computed once)."""
         def stacked(name):
@@ -320,7 +361,7 @@ class _Recurrent:
         init = (stacked("h0"),) + ((stacked("c0"),) if self._has_memory else ()) if self.learned_init else ()
         gates = g.add(R.AFFINE, (stacked("bx"), stacked("Wx"), x), _XVEC)
         params = tuple(stacked(name) for name in ("Wh",) + self._scan_params)
-        return g.add(self._scan, (gates,) + params + init, attrs)
+        return g.add(self._scan, (gates,) + params + init, attrs, aux)
 
     def __repr__(self):
         return (f"{type(self).__name__}({self.input_dim} -> {self.hidden_dim}, layers={self.num_layers}, "
@@ -392,6 +433,7 @@ class LSTM(_Recurrent):
     GATES = 4
     _has_memory = True
     _scan = R.LSTM_SCAN
+    _scan_regularised = True
 
     def __init__(self, pc, input_dim, hidden_dim, *, forget_bias=1.0, **options):
         self._gate_bias = (1, float(forget_bias))
@@ -452,8 +494,11 @@ class BiRNN:
 
     def _one_scan(self):
         f, b = self.fwd, self.bwd
+        # Under a regulariser each direction draws its own masks, so the two run as scans of their own.
+        train = training()
         return (type(f) is type(b) and f._scans() and b._scans() and f.num_layers == b.num_layers == 1
-                and f.hidden_dim == b.hidden_dim and f.learned_init == b.learned_init)
+                and f.hidden_dim == b.hidden_dim and f.learned_init == b.learned_init
+                and not any(r.zoneout or (train and (r.dropout or r.recurrent_dropout)) for r in (f, b)))
 
     def transduce(self, xs):
         """[f_i; b_i] for every position i of ``xs`` (a list, or a sequence: then one sequence comes back)."""

@@ -112,7 +112,8 @@ class EarlyStopping:
         self.improved = False
         self.best_params = None  # {name: NumPy copy}
 
-    def _better(self, metric):
+    def better(self, metric):
+        """Whether ``metric`` would improve on the best so far (by more than ``min_delta``)."""
         if metric is None or not math.isfinite(metric):
             return False
         if self.best is None:
@@ -122,7 +123,7 @@ class EarlyStopping:
     def update(self, metric, pc):
         """Record one epoch's metric; snapshot ``pc`` when it improved. Returns True when training should stop."""
         self.epochs += 1
-        self.improved = self._better(metric)
+        self.improved = self.better(metric)
         if self.improved:
             self.best, self.best_epoch, self.bad_epochs = float(metric), self.epochs, 0
             self.best_params = {p.name: p.value() for p in pc.parameters()}

@@ -79,11 +79,44 @@ def _previous(V, first, prev, n0):
     return out
 
 
-def lstm_scan(x, Wh, h0=None, c0=None, *, lengths, dirs):
+def _lstm_masks(noise, perms, order, sizes, D, H, rd, zo, zt, vd, dtype):
+    """The regularisers' masks, time-major (D, n, H), from each node's uniforms ``(rows, seq)``: ``rows`` (its
+    row count, D x [rd | zoneout c | zoneout h] x H; None without) and ``seq`` (D x H, the variational mask of
+    h; None without). Returns the candidate's dropout mask, the zoneout keep weights of c and of h (arrays in
+    training, the scalar ``zo`` in evaluation) and the variational mask of h per row; None where off."""
+    xp = backend.xp
+    drop = kc = kh = vh = None
+    k = bool(rd) + 2 * bool(zo and zt)
+    if k:
+        U = _time_major(xp.concatenate([u for u, _ in noise]), perms, k * H)
+        if rd:
+            drop = (U[:, :, :H] >= rd).astype(dtype) * (1.0 / (1.0 - rd))
+        if zo and zt:
+            kc, kh = (U[:, :, -2 * H:-H] < zo).astype(dtype), (U[:, :, -H:] < zo).astype(dtype)
+    if zo and not zt:
+        kc = kh = zo  # evaluation: the expectation
+    if vd:
+        V = _initial(xp.stack([v for _, v in noise]), order, len(order), D, H, dtype)
+        V = (V >= vd).astype(dtype) * (1.0 / (1.0 - vd))
+        ranks = backend.to_device(np.concatenate([np.arange(b) for b in sizes.tolist()]))
+        vh = V[:, ranks]  # each time-major row's sentence
+    return drop, kc, kh, vh
+
+
+def _rows(m, s, b):
+    """Rows s:s+b of a per-row mask; a scalar (or None) as it is."""
+    return m[:, s:s + b] if hasattr(m, "shape") else m
+
+
+def lstm_scan(noise, x, Wh, h0=None, c0=None, *, lengths, dirs, rd=0.0, zo=0.0, zt=False, vd=0.0):
     """LSTM over each sentence, in each direction of ``dirs`` (False: left to right, True: right to left).
     x: each row's input part of the gates, per direction [i f g o] (W_x x_t + b), directions side by side;
     Wh: the recurrent weights (4H, H) per direction, stacked; h0, c0: initial states (None: zeros).
-    Returns every step's h, directions side by side, packed like x."""
+    Returns every step's h, directions side by side, packed like x.
+    The step path's regularisers run inside the loop, as attributes with per-node uniforms in ``noise`` (see
+    ``_lstm_masks``; each node's entry is None without them): ``rd`` drops the candidate (Semeniuta), ``zo``
+    zones c and h out (``zt``: training, else the expectation), ``vd`` masks h before W_h (Gal's variational
+    dropout), exactly as ``kernels/recurrent.py``'s cells and a dropout node per step do."""
     xp = backend.xp
     D, H = len(dirs), Wh.shape[1]
     B = len(lengths)
@@ -97,43 +130,68 @@ def lstm_scan(x, Wh, h0=None, c0=None, *, lengths, dirs):
     C, Hs = xp.empty((D, n, H), x.dtype), xp.empty((D, n, H), x.dtype)
     h = h_first = _initial(h0, order, B, D, H, x.dtype)
     c = c_first = _initial(c0, order, B, D, H, x.dtype)
+    masks = _lstm_masks(noise, perms, order, sizes, D, H, rd, zo, zt, vd, x.dtype) if rd or zo or vd else None
     s = 0
     for b in sizes.tolist():
         a = A[:, s:s + b]
-        a += xp.matmul(h[:, :b], WhT)
+        hp, cp = h[:, :b], c[:, :b]
+        if masks is None:
+            a += xp.matmul(hp, WhT)
+        else:
+            drop, kc, kh, vh = (_rows(m, s, b) for m in masks)
+            a += xp.matmul(hp if vh is None else hp * vh, WhT)
         _sigmoid_(a[:, :, :3 * H])
         xp.tanh(a[:, :, 3 * H:], out=a[:, :, 3 * H:])
-        cn = C[:, s:s + b]
-        xp.multiply(a[:, :, 2 * H:3 * H], c[:, :b], out=cn)
-        cn += a[:, :, H:2 * H] * a[:, :, 3 * H:]
-        hn = Hs[:, s:s + b]
-        xp.tanh(cn, out=hn)
-        hn *= a[:, :, :H]
+        cn, hn = C[:, s:s + b], Hs[:, s:s + b]
+        xp.multiply(a[:, :, 2 * H:3 * H], cp, out=cn)
+        if masks is None:
+            cn += a[:, :, H:2 * H] * a[:, :, 3 * H:]
+            xp.tanh(cn, out=hn)
+            hn *= a[:, :, :H]
+        else:
+            cn += a[:, :, H:2 * H] * (a[:, :, 3 * H:] if drop is None else a[:, :, 3 * H:] * drop)
+            if kc is not None:  # a kept unit is exactly its previous value
+                cn[...] = kc * cp + (1 - kc) * cn
+            xp.tanh(cn, out=hn)
+            hn *= a[:, :, :H]
+            if kh is not None:
+                hn[...] = kh * hp + (1 - kh) * hn
         h, c = hn, cn  # the next step's sentences are a prefix of these
         s += b
     out = xp.empty((n, D * H), x.dtype)
     for d, p in enumerate(perms):
         out[p, d * H:(d + 1) * H] = Hs[d]
-    return out, (perms, sizes, order, prev, A, C, Hs, h_first, c_first)
+    return out, (perms, sizes, order, prev, A, C, Hs, h_first, c_first, masks)
 
 
-def lstm_scan_vjp(g, y, x, Wh, h0=None, c0=None, *, lengths, dirs, res):
+def lstm_scan_vjp(g, y, noise, x, Wh, h0=None, c0=None, *, lengths, dirs, rd=0.0, zo=0.0, zt=False, vd=0.0,
+                  res):
     xp = backend.xp
-    perms, sizes, order, prev, A, C, Hs, h_first, c_first = res
+    perms, sizes, order, prev, A, C, Hs, h_first, c_first, masks = res
+    drop, kc, kh, vh = masks if masks is not None else (None,) * 4
     D, H = len(dirs), Wh.shape[1]
     B, n0 = len(lengths), int(sizes[0])
     G = xp.empty((D,) + Hs.shape[1:], x.dtype)
     for d, p in enumerate(perms):
         G[d] = g[p, d * H:(d + 1) * H]
-    # The gate derivatives depend on no other step: computed for all steps at once.
+    # The gate derivatives depend on no other step: computed for all steps at once. The zoneout weights scale
+    # the new values' share of each gradient, the kept share goes straight to the previous step.
     o, i, f, gg = A[:, :, :H], A[:, :, H:2 * H], A[:, :, 2 * H:3 * H], A[:, :, 3 * H:]
+    gd = gg if drop is None else gg * drop
     tc = xp.tanh(C)
     to_c = o * (1 - tc * tc)  # d c_t / d h_t
     P = xp.empty_like(A)  # d pre-activation / d h_t for o; / d c_t for i, f, g
     P[:, :, :H] = tc * o * (1 - o)
-    P[:, :, H:2 * H] = gg * i * (1 - i)
+    P[:, :, H:2 * H] = gd * i * (1 - i)
     P[:, :, 2 * H:3 * H] = _previous(C, c_first, prev, n0) * f * (1 - f)
-    P[:, :, 3 * H:] = i * (1 - gg * gg)
+    P[:, :, 3 * H:] = i * (1 - gg * gg) if drop is None else i * drop * (1 - gg * gg)
+    f_c = f  # d c_(t-1) / d c_t
+    if kh is not None:
+        P[:, :, :H] *= 1 - kh
+        to_c = to_c * (1 - kh)
+    if kc is not None:
+        P[:, :, H:] *= (1 - kc) if not hasattr(kc, "shape") else xp.tile(1 - kc, (1, 1, 3))
+        f_c = f * (1 - kc) + kc
     P_ifg = P[:, :, H:].reshape(D, -1, 3, H)
     Wh_oifg = xp.empty((D, 4 * H, H), x.dtype)
     _to_oifg(Wh.reshape(D, 4 * H, H).transpose(0, 2, 1), Wh_oifg.transpose(0, 2, 1), H)
@@ -151,10 +209,16 @@ def lstm_scan_vjp(g, y, x, Wh, h0=None, c0=None, *, lengths, dirs, res):
         xp.multiply(dhn, P[:, s:s + b, :H], out=dA[:, s:s + b, :H])
         xp.multiply(dcn[:, :, None], P_ifg[:, s:s + b], out=dA_ifg[:, s:s + b])
         dh[:, :b] = xp.matmul(dA[:, s:s + b], Wh_oifg)
-        xp.multiply(dcn, f[:, s:s + b], out=dc[:, :b])
+        if vh is not None:
+            dh[:, :b] *= vh[:, s:s + b]
+        if kh is not None:
+            dh[:, :b] += dhn * _rows(kh, s, b)
+        xp.multiply(dcn, f_c[:, s:s + b], out=dc[:, :b])
+    h_prev = _previous(Hs, h_first, prev, n0)
+    if vh is not None:
+        h_prev = h_prev * vh
     dWh = xp.empty((D, 4 * H, H), x.dtype)
-    _from_oifg(xp.matmul(_previous(Hs, h_first, prev, n0).transpose(0, 2, 1), dA),
-               dWh.transpose(0, 2, 1), H)
+    _from_oifg(xp.matmul(h_prev.transpose(0, 2, 1), dA), dWh.transpose(0, 2, 1), H)
     gx = xp.empty((len(x), D * 4 * H), x.dtype)
     for d, p in enumerate(perms):
         block = xp.empty((len(p), 4 * H), x.dtype)

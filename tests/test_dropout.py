@@ -295,3 +295,68 @@ def test_dropout_errors_name_the_op_and_the_line():
         graph.latest_collection[0] = latest
     given = ab.dropout(ab.input_tensor([1.0, 2.0, 3.0, 4.0]), 0.5, noise=[0.0, 0.9, 0.2, 0.5])
     assert given.value().tolist() == [0.0, 4.0, 0.0, 8.0]  # given uniforms need no collection
+
+
+_SCANNED = [  # (cell, options, scans in training): the LSTM's scan runs every regulariser but DropConnect
+    (ab.LSTM, dict(dropout=0.4), True),
+    (ab.GRU, dict(dropout=0.4), True),
+    (ab.LSTM, dict(recurrent_dropout=0.3), True),
+    (ab.LSTM, dict(zoneout=0.3), True),
+    (ab.LSTM, dict(dropout=0.4, variational=True, learned_init=True), True),
+    (ab.LSTM, dict(dropout=0.3, recurrent_dropout=0.2, zoneout=0.25, learned_init=True), True),
+    (ab.LSTM, dict(dropout=0.3, variational=True, recurrent_dropout=0.2, zoneout=0.25), True),
+    (ab.GRU, dict(zoneout=0.3), False),
+    (ab.LSTM, dict(dropconnect=0.3), False),
+]
+
+
+@pytest.mark.parametrize("train", [True, False], ids=["train", "eval"])
+@pytest.mark.parametrize("reverse", [False, True], ids=["forward", "reverse"])
+@pytest.mark.parametrize("cell, options, scanned", _SCANNED,
+                         ids=[f"{c.__name__}-{'-'.join(o)}" for c, o, _ in _SCANNED])
+def test_regularised_blocks_scan_and_equal_the_step_path(cell, options, scanned, reverse, train):
+    """Under the regularisers its scan runs, a whole sequence still runs as one scan node per layer. The scan
+    draws the same uniforms in the same order as the step path (layer by layer, step by step), so from one
+    seed both give the same values and gradients, in training and in evaluation (zoneout's expectation)."""
+    def run(as_sequence):
+        pc = ab.ParameterCollection(seed=5, dtype=np.float64)
+        E = pc.add_lookup_parameters((7, 6), init="normal")
+        block = cell(pc, 6, 5, num_layers=2, **options)
+        for p in pc.parameters():
+            if p.name.endswith((".h0", ".c0")):  # learned initial states away from zero, so their masks show
+                p.set_value(np.linspace(-0.5, 0.7, p.shape[0]))
+        (ab.train_mode if train else ab.eval_mode)()
+        ab.renew_cg()
+        ids = [3, 1, 4, 1, 5, 2]
+        if as_sequence:
+            hs = ab.rows(block.transduce(E[ids], reverse=reverse))
+        else:
+            hs = block.transduce([E[i] for i in ids], reverse=reverse)
+        weights = np.cos(np.arange(30.0)).reshape(6, 5)  # a different weight per output unit and step
+        out = ab.esum([ab.dot(h, ab.input_tensor(w)) for h, w in zip(hs, weights)])
+        g = ab.current_graph()
+        scans = sum(g.n_sig[n].prim.name.endswith("_scan") for n in range(len(g)))
+        out.backward()
+        return out.value(), [p.grad.copy() for p in pc.parameters()], scans
+
+    v_seq, g_seq, n_scans = run(True)
+    v_step, g_step, n_step = run(False)
+    assert n_step == 0 and n_scans == (2 if scanned or not train and cell is ab.LSTM
+                                       or not train and "zoneout" not in options else 0)
+    np.testing.assert_allclose(v_seq, v_step, rtol=1e-10)
+    for a, b in zip(g_seq, g_step):
+        np.testing.assert_allclose(a, b, rtol=1e-8, atol=1e-11)
+
+
+def test_a_birnn_under_dropout_scans_each_direction_with_its_own_masks():
+    pc = ab.ParameterCollection(seed=2, dtype=np.float64)
+    E = _ones_table(pc, 1, 8)
+    birnn = ab.BiRNN(ab.LSTM(pc, 8, 4, dropout=0.5), ab.LSTM(pc, 8, 4, dropout=0.5))
+    ab.renew_cg()
+    g = ab.current_graph()
+    birnn.transduce(E[[0] * 6]).value()
+    scans = [n for n in range(len(g)) if g.n_sig[n].prim is R.LSTM_SCAN]
+    masks = [ab.Expression(g, d).value() for d in _nodes_of(g, R.DROPOUT)]
+    assert len(scans) == 2 and len(masks) == 2
+    assert not np.array_equal(masks[0], masks[1])
+    assert len({row.tobytes() for row in masks[0]}) == 6  # a new mask per step

@@ -3,6 +3,7 @@ metrics as one JSON object on its last line and learns (the tagger beats the maj
 falls, the language model beats a unigram model); on the real datasets, when present, a short run parses them and
 finishes. Also the models' batched prediction, the SST reader's no-break spaces, checkpoints and resume, and
 every error message the examples add."""
+import argparse
 import json
 import math
 import re
@@ -49,6 +50,28 @@ def test_treelstm_loss_falls(capsys):
     assert {"dev_root_accuracy", "dev_majority_baseline", "train_trees_per_s", "best_epoch", "train_loss"} <= set(m)
     assert len(m["train_loss"]) == 4 and m["train_loss"][-1] < 0.85 * m["train_loss"][0]
     assert 0.0 <= m["dev_root_accuracy"] <= 1.0
+
+
+def test_treelstm_ensemble_trains_members_of_different_seeds_and_averages_their_probabilities(capsys,
+                                                                                               monkeypatch):
+    trained = []
+    real = treelstm.TreeSentiment
+
+    def keep(*a, **k):  # the members, to recompute the ensemble's score by hand
+        trained.append(real(*a, **k))
+        return trained[-1]
+
+    monkeypatch.setattr(treelstm, "TreeSentiment", keep)
+    m = run(treelstm, SMALL + ["--max-train", "60", "--max-dev", "30", "--epochs", "2", "--batch-size", "8",
+                               "--lr", "0.01", "--vocab", "100", "--ensemble", "3"], capsys)
+    assert len(trained) == 3 and len(m["members"]) == 3
+    assert not np.array_equal(trained[0].E.value(), trained[1].E.value())  # own seeds
+    assert m["members"][0]["dev_root_accuracy"] == m["dev_root_accuracy"]
+    _, dev = treelstm.load(argparse.Namespace(data=None, max_train=60, max_dev=30, vocab=100, seed=0))  # the run's
+    mean = np.mean([ab.ensemble.model_probs(t, dev) for t in trained], axis=0)
+    expected = np.mean([p.argmax() == t.label for p, t in zip(mean, dev)])
+    assert m["ensemble_dev_root_accuracy"] == pytest.approx(expected)
+    assert any(line.startswith("ensemble of 3: dev_root_accuracy") for line in run.lines)
 
 
 def test_lm_perplexity_falls_below_the_unigram_one(capsys):

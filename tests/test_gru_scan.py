@@ -120,11 +120,16 @@ def test_one_gru_scan_node_per_layer(layers, bidirectional, per_sentence):
     assert not any(k.startswith("gru_hidden") for k in stats["by_signature"])
 
 
-def test_regularised_gru_falls_back_to_steps():
+@pytest.mark.parametrize("options, in_training, in_eval", [
+    (dict(dropout=0.3), True, True),  # standard dropout is outside the recurrence: a dropout node on the input
+    (dict(recurrent_dropout=0.3), False, True),  # inside it: step by step in training
+    (dict(zoneout=0.3), False, False),  # inside it in both modes (its expectation in evaluation)
+])
+def test_regularised_gru_scans_unless_the_regulariser_is_inside_the_recurrence(options, in_training, in_eval):
     pc = ab.ParameterCollection(seed=3, dtype=np.float64)
     E = pc.add_lookup_parameters((VOCAB, D), init="normal")
-    gru = ab.GRU(pc, D, H, dropout=0.3)
-    for mode, scans in ((ab.train_mode, False), (ab.eval_mode, True)):
+    gru = ab.GRU(pc, D, H, **options)
+    for mode, scans in ((ab.train_mode, in_training), (ab.eval_mode, in_eval)):
         mode()
         try:
             *_, stats = _ours(pc, E, gru, True)

@@ -10,8 +10,9 @@ trains data-parallel over the ranks of an MPI job (``mpirun -n 4 python -m autob
 --distributed ...``; needs ``pip install -e '.[mpi]'``): rank 0 alone prints. Each module's model is
 a small class (``pc``, ``loss(example)``, ``predict(x)``) that other code can import; ``main(argv)`` is the
 command line. This module holds what the three share: the common flags (among them the training tricks:
-``--optimizer``, ``--clip T|auto|none``, ``--normalize``, ``--test``, ``--trace``), the recurrent block's flags
-(``add_recurrent_flags``, ``recurrent``) and the training loop around ``autobatch.Trainer``. ``bench/tricks.py``
+``--optimizer``, ``--lr-decay``, ``--clip T|auto|none``, ``--normalize``, ``--test``, ``--trace``), the recurrent
+block's flags (``add_recurrent_flags``, ``recurrent``), the training loop around ``autobatch.Trainer`` and the
+seed ensembles of ``--ensemble N`` (``train_ensemble``; the tagger and the Tree-LSTM). ``bench/tricks.py``
 measures each trick with these flags.
 """
 import argparse
@@ -25,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import graph as _graph
+from ..ensemble import Ensemble, accuracy
 from ..distributed import Communicator, DataParallel, communicator, failure_message
 from ..optim import SGD, Adam, GradNormMonitor
 from ..rnn import GRU, LSTM
@@ -65,6 +67,9 @@ def common_parser(description, *, epochs, batch_size, lr, embed, hidden, max_tra
     ap.add_argument("--lr", type=float, default=lr, help=f"learning rate (default {lr})")
     ap.add_argument("--optimizer", choices=("adam", "sgd"), default="adam", help="the optimiser (default adam)")
     ap.add_argument("--momentum", type=float, default=0.0, help="sgd: momentum (default 0)")
+    ap.add_argument("--lr-decay", type=float, default=1.0, metavar="F",
+                    help="multiply the learning rate by F after every epoch that does not improve the dev metric "
+                         "(default 1: constant)")
     ap.add_argument("--clip", type=_clip, default=5.0, metavar="{T,auto,none}",
                     help="gradient norm clipping: a threshold (default DyNet's 5), 'auto' (the 95th percentile "
                          "of the first --clip-warmup steps' norms) or 'none'")
@@ -127,12 +132,14 @@ def recurrent(args, pc, input_dim, hidden, name):
 def check_args(ap, args):
     """Reject flag values the examples cannot use (argparse's own error: usage and exit status 2)."""
     for flag in ("epochs", "batch_size", "embed", "hidden", "mlp", "max_train", "max_dev", "patience", "layers",
-                 "clip_warmup"):
+                 "clip_warmup", "ensemble"):
         v = getattr(args, flag, None)
         if v is not None and v < 1:
             ap.error(f"--{flag.replace('_', '-')} must be at least 1, got {v}")
     if not args.lr > 0:
         ap.error(f"--lr must be positive, got {args.lr}")
+    if not 0.0 < getattr(args, "lr_decay", 1.0) <= 1.0:
+        ap.error(f"--lr-decay must lie in (0, 1], got {args.lr_decay}")
     for flag in ("dropout", "recurrent_dropout", "zoneout", "dropconnect", "momentum"):
         v = getattr(args, flag, None)
         if v is not None and not 0.0 <= v < 1.0:
@@ -211,10 +218,14 @@ def train_model(model, train, dev, evaluate, args, *, metric, mode="max", unit="
         seconds = time.perf_counter() - mark[0]
         losses = trainer.step_losses[mark[1]:]
         value = evaluate(examples)
+        rate = getattr(args, "lr_decay", 1.0)
+        decay = "" if rate == 1.0 or trainer.stopper.better(value) else f"; lr x {rate:g}"
+        if decay:  # decay on a plateau: the steps were too big to settle in the minimum
+            optimizer.lr *= rate
         per_token = trainer.epoch_loss_per_token
         ppl = f" (perplexity {math.exp(min(per_token, 700)):.2f})" if perplexity else ""
         print(f"epoch {trainer.epoch}: train loss {sum(losses) / max(1, len(losses)):.4f} per minibatch ({how}), "
-              f"{per_token:.4f} per token{ppl}, {len(train) / seconds:.0f} {unit}/s; {metric} {value:.4f}",
+              f"{per_token:.4f} per token{ppl}, {len(train) / seconds:.0f} {unit}/s; {metric} {value:.4f}{decay}",
               flush=True)
         mark[:] = time.perf_counter(), trainer.step
         return value
@@ -258,6 +269,44 @@ def write_trace(path, trainer):
     trace = {"step_losses": trainer.step_losses, "grad_norms": trainer.monitor.norms,
              "clip": trainer.monitor.threshold, "epoch_steps": [r["step"] for r in trainer.history]}
     Path(path).write_text(json.dumps(trace), encoding="utf-8")
+
+
+def add_ensemble_flag(ap):
+    """``--ensemble N``: train N models and also report their ensemble (see ``train_ensemble``)."""
+    ap.add_argument("--ensemble", type=int, default=1, metavar="N",
+                    help="train N models (seeds --seed .. --seed + N - 1, each with its own initialisation and "
+                         "shuffling, each stopped early on dev) and also report their ensemble, which averages "
+                         "the members' probabilities (default 1: one model)")
+
+
+def train_ensemble(args, make_model, train, dev, evaluate, *, metric, unit, scored_dev, test=None):
+    """Train ``args.ensemble`` models with ``train_model`` (``make_model(seed)`` builds one; ``evaluate(model,
+    examples)`` is the dev metric) and, with more than one, score their ensemble (``autobatch.ensemble``: the
+    mean of the members' ``probs``) on ``scored_dev`` and ``test``, ``(x, label)`` lists. Returns the members
+    and the summary: the first member's, plus per-member results and ``ensemble_<metric>`` /
+    ``ensemble_test_accuracy``; each member's ``test_accuracy`` when ``test`` is given."""
+    members, summaries = [], []
+    for k in range(args.ensemble):
+        member_args = argparse.Namespace(**{**vars(args), "seed": args.seed + k})  # its own shuffling too
+        model = make_model(member_args.seed)
+        _, summary = train_model(model, train, dev, lambda examples, m=model: evaluate(m, examples), member_args,
+                                 metric=metric, unit=unit)
+        if test is not None:  # the best epoch's parameters, restored by the Trainer
+            summary["test_accuracy"] = accuracy(model, test)
+        members.append(model)
+        summaries.append(summary)
+    summary = summaries[0]
+    if len(members) > 1:
+        ens = Ensemble(members)
+        keep = (metric, "test_accuracy", "best_epoch", "epochs", "train_seconds")
+        summary = {**summary, "members": [{k: s[k] for k in keep if k in s} for s in summaries],
+                   f"ensemble_{metric}": accuracy(ens, scored_dev)}
+        if test is not None:
+            summary["ensemble_test_accuracy"] = accuracy(ens, test)
+        each = ", ".join(f"{s[metric]:.4f}" for s in summaries)
+        print(f"ensemble of {len(members)}: {metric} {summary[f'ensemble_{metric}']:.4f} (members {each})",
+              flush=True)
+    return members, summary
 
 
 def emit(metrics):

@@ -19,6 +19,7 @@ recurrent block's other flags, apply to the word-level BiLSTM; see ``--help``).
 
 Prints one line per epoch, then a JSON object with dev_accuracy, the majority-tag baseline and the training speed.
 """
+import argparse
 import sys
 import time
 
@@ -31,7 +32,8 @@ from ..graph import renew_cg
 from ..parameters import ParameterCollection
 from ..regularize import dropout
 from ..rnn import LSTM, BiRNN
-from . import add_recurrent_flags, check_args, common_parser, emit, recurrent, split_file, subset, train_model
+from . import (add_ensemble_flag, add_recurrent_flags, check_args, common_parser, emit, recurrent, split_file,
+               subset, train_ensemble)
 
 
 def _lstm(pc, input_dim, hidden, name):
@@ -153,6 +155,7 @@ def parser():
     ap.add_argument("--char-hidden", type=int, default=32, metavar="N",
                     help="with --char-dim: the character BiLSTM's hidden size per direction (default 32)")
     add_recurrent_flags(ap)
+    add_ensemble_flag(ap)
     return ap
 
 
@@ -191,10 +194,14 @@ def train_and_evaluate(args, t0):
     print(f"{'EWT' if args.data else 'synthetic'}: {len(train)} train / {len(dev)} dev sentences, "
           f"{sum(len(ts) for _, ts in train)} train words, {len(words)} word types (min count "
           f"{args.min_count}), {len(tags)} tags{chars}; majority-tag dev accuracy {baseline:.4f}", flush=True)
-    _, summary = train_model(model, train, dev, model.accuracy, args, metric="dev_accuracy", unit="sents")
-    if args.test:  # the best epoch's parameters, restored by the Trainer
-        test = [model.encode(s) for s in data.read_conllu(split_file(args.data, "*-ud-test.conllu"))]
-        summary["test_accuracy"] = model.accuracy(test)
+    test = [model.encode(s) for s in data.read_conllu(split_file(args.data, "*-ud-test.conllu"))] if args.test else None
+
+    def make_model(seed):  # the first member is the model built above (its vocabularies serve all)
+        return model if seed == args.seed else build(argparse.Namespace(**{**vars(args), "seed": seed}),
+                                                      train_sents, dev_sents)
+
+    _, summary = train_ensemble(args, make_model, train, dev, lambda m, ex: m.accuracy(ex), metric="dev_accuracy",
+                                unit="sents", scored_dev=dev, test=test)
     return emit({**summary, "dev_majority_baseline": baseline, "train_sentences": len(train),
                  "dev_sentences": len(dev), "vocab_size": len(words), "data": args.data or "synthetic",
                  "parameters": int(sum(p.data.size for p in model.pc.parameters())),

@@ -8,8 +8,10 @@ every node (leaves included, as in Tai et al. 2015), Adam, gradient norm clipped
     python -m autobatch.examples.treelstm --data ../shared/data/sst-trees   # SST (train.txt, dev.txt)
 
 ``--dropout P`` drops units of the leaves' word embeddings and of every node's state before the softmax (Tai
-et al.'s regularisation). ``--max-train N`` / ``--max-dev N`` use a fixed random subset of the trees (the same
-for every ``--seed``).
+et al.'s regularisation). ``--ensemble N`` trains N models (seeds ``--seed`` to ``--seed`` + N - 1, each with its
+own initialisation and shuffling, each stopped early on dev) and also reports their ensemble, which averages the
+members' root probabilities (``autobatch.ensemble``). ``--max-train N`` / ``--max-dev N`` use a fixed random
+subset of the trees (the same for every ``--seed``).
 
 Prints one line per epoch, then a JSON object with dev_root_accuracy, the majority baseline and the speed.
 """
@@ -25,7 +27,7 @@ from ..graph import renew_cg
 from ..parameters import ParameterCollection
 from ..regularize import dropout
 from ..tree import TreeLSTM
-from . import check_args, common_parser, emit, split_file, subset, train_model
+from . import add_ensemble_flag, check_args, common_parser, emit, split_file, subset, train_ensemble
 
 # data.parse_tree splits tokens at any str.isspace() character, so a word holding a no-break space (SST's
 # train.txt has three: "8\xa01/2") reads as two words and the line fails to parse; it is parsed with a stand-in.
@@ -59,6 +61,10 @@ class TreeSentiment:
     def loss(self, tree):
         """The per-node losses -log p(label | subtree), every node of ``tree`` (a sequence)."""
         return ops.pick_neg_log_softmax(self.scores(tree), [node.label for node in tree.nodes()])
+
+    def probs(self, tree):
+        """p(class | tree) at the root, a vector (``autobatch.ensemble``'s protocol)."""
+        return ops.softmax(ops.affine(self.b, self.W, ops.row(self.states(tree), -1)))
 
     def predict(self, tree):
         """The most likely class of the root. Builds in the current graph and reads its value, so
@@ -99,22 +105,27 @@ def main(argv=None):
     ap.add_argument("--vocab", type=int, default=500, help="synthetic vocabulary size (default 500)")
     ap.add_argument("--dropout", type=float, default=0.0, help="dropout on the embeddings and the node states "
                                                                "(default 0)")
+    add_ensemble_flag(ap)
     args = ap.parse_args(argv)
     check_args(ap, args)
     train, dev = load(args)
+    test = data.read_sst(split_file(args.data, "test.txt")) if args.test else None
     words = data.Vocab.build([t.leaves() for t in train], min_count=args.min_count)
     labels = [n.label for t in train for n in t.nodes()]
-    model = TreeSentiment(words, n_classes=max(5, 1 + max(labels)), embed=args.embed, hidden=args.hidden,
-                          seed=args.seed, dropout=args.dropout)
     majority = int(np.bincount([t.label for t in train]).argmax())
     baseline = float(np.mean([t.label == majority for t in dev]))
     print(f"{'SST' if args.data else 'synthetic'}: {len(train)} train / {len(dev)} dev trees, {len(labels)} "
           f"train nodes, {len(words)} word types (min count {args.min_count}); majority-class dev root accuracy "
           f"{baseline:.4f}", flush=True)
-    _, summary = train_model(model, train, dev, model.root_accuracy, args, metric="dev_root_accuracy",
-                             unit="trees")
-    if args.test:  # the best epoch's parameters, restored by the Trainer
-        summary["test_root_accuracy"] = model.root_accuracy(data.read_sst(split_file(args.data, "test.txt")))
+
+    def make_model(seed):
+        return TreeSentiment(words, n_classes=max(5, 1 + max(labels)), embed=args.embed, hidden=args.hidden,
+                             seed=seed, dropout=args.dropout)
+
+    roots = [(t, t.label) for t in test] if test is not None else None  # a tree's label is its root's
+    _, summary = train_ensemble(args, make_model, train, dev, lambda m, ex: m.root_accuracy(ex), unit="trees",
+                                metric="dev_root_accuracy", scored_dev=[(t, t.label) for t in dev], test=roots)
+    summary = {k.replace("test_accuracy", "test_root_accuracy"): v for k, v in summary.items()}
     return emit({**summary, "dev_majority_baseline": baseline, "train_trees": len(train), "dev_trees": len(dev),
                  "vocab_size": len(words), "data": args.data or "synthetic",
                  "wall_seconds": round(time.perf_counter() - t0, 3)})
