@@ -299,6 +299,17 @@ LSTM_SCAN = primitive("lstm_scan", "structural", _lstm_scan_shape, scan.lstm_sca
                       shares=True, residual=True, seq="keep", must_share=(1,), aux="list", random=True)
 
 
+def _lstm_ln_scan_shape(shapes, dirs, eps, rd=0.0, zo=0.0, zt=False, vd=0.0):
+    x, Wh, ah, *init = shapes
+    if ah != x:  # the recurrent product's layer-norm gain: one per gate input
+        raise ShapeError(f"needs a layer-norm gain of the gate inputs' shape {x}, got {ah}")
+    return _gated_scan_shape(x, Wh, init, len(dirs), 4)
+
+
+LSTM_LN_SCAN = primitive("lstm_ln_scan", "structural", _lstm_ln_scan_shape, scan.lstm_ln_scan, scan.lstm_ln_scan_vjp,
+                         shares=True, residual=True, seq="keep", must_share=(1, 2), aux="list", random=True)
+
+
 def _rnn_scan_shape(shapes, dirs):
     x, Wh, *init = shapes
     D = len(dirs)

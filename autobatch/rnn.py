@@ -16,8 +16,10 @@ With ``layer_norm`` each affine becomes a product and a ``layer_norm`` node whos
 other term, LN(W_x x; a_x, b) and LN(W_h h; a_h, x-part). A zero initial state skips the first W_h h.
 Recurrent dropout and zoneout add no node (they are attributes of the cell update); dropout adds one on x
 (and, variational, one on h) per step; DropConnect two per sequence and layer (the masked weights). Given a
-whole sequence, a plain cell runs as one scan node per layer, also under standard dropout (one dropout node on
-the layer's input sequence, a mask per row); the other regularisers and layer norm run step by step.
+whole sequence, a cell runs as one scan node per layer, also under standard dropout (one dropout node on the
+layer's input sequence, a mask per row). The LSTM's scans also run layer norm, recurrent dropout, zoneout and
+variational dropout inside their loop; the GRU and the Elman RNN run those step by step, and DropConnect (whose
+masked weights differ per sequence) runs step by step for every cell.
 """
 import numpy as np
 
@@ -291,7 +293,7 @@ class _Recurrent:
         new mask per step on a layer's input is one dropout node on the input sequence, a mask per row. The
         LSTM's scan also runs recurrent dropout, zoneout and variational dropout; DropConnect's masked weights
         differ per sequence, so it runs step by step."""
-        if self._scan is None or self.layer_norm:
+        if (self._ln_scan if self.layer_norm else self._scan) is None:
             return False
         train = training()
         if train and self.dropconnect:
@@ -300,6 +302,7 @@ class _Recurrent:
         return not inside or self._scan_regularised
 
     _scan = None  # the whole-sequence primitive of the cell, if it has one
+    _ln_scan = None  # and with layer norm (gain a_h after W_h)
     _scan_params = ()  # its parameters after W_h (the GRU's b_h, which r multiplies in part)
     _scan_regularised = False  # whether its scan runs recurrent dropout, zoneout and variational dropout
 
@@ -359,6 +362,10 @@ class _Recurrent:
             return ids[0] if len(ids) == 1 else g.add(R.CONCAT, ids, _AXIS0)
 
         init = (stacked("h0"),) + ((stacked("c0"),) if self._has_memory else ()) if self.learned_init else ()
+        if self.layer_norm:  # one direction (see BiRNN._one_scan): LN(W_x x; a_x, b), then LN(W_h h; a_h) inside
+            lid, = lids
+            gates = g.add(R.LAYER_NORM, (g.add(R.MATMUL, (lid.Wx, x), _XVEC), lid.ax, lid.bx), _LN)
+            return g.add(self._ln_scan, (gates, lid.Wh, lid.ah) + init, attrs + _LN, aux)
         gates = g.add(R.AFFINE, (stacked("bx"), stacked("Wx"), x), _XVEC)
         params = tuple(stacked(name) for name in ("Wh",) + self._scan_params)
         return g.add(self._scan, (gates,) + params + init, attrs, aux)
@@ -433,6 +440,7 @@ class LSTM(_Recurrent):
     GATES = 4
     _has_memory = True
     _scan = R.LSTM_SCAN
+    _ln_scan = R.LSTM_LN_SCAN
     _scan_regularised = True
 
     def __init__(self, pc, input_dim, hidden_dim, *, forget_bias=1.0, **options):
@@ -498,7 +506,7 @@ class BiRNN:
         train = training()
         return (type(f) is type(b) and f._scans() and b._scans() and f.num_layers == b.num_layers == 1
                 and f.hidden_dim == b.hidden_dim and f.learned_init == b.learned_init
-                and not any(r.zoneout or (train and (r.dropout or r.recurrent_dropout)) for r in (f, b)))
+                and not any(r.layer_norm or r.zoneout or (train and (r.dropout or r.recurrent_dropout)) for r in (f, b)))
 
     def transduce(self, xs):
         """[f_i; b_i] for every position i of ``xs`` (a list, or a sequence: then one sequence comes back)."""

@@ -117,6 +117,27 @@ def lstm_scan(noise, x, Wh, h0=None, c0=None, *, lengths, dirs, rd=0.0, zo=0.0, 
     ``_lstm_masks``; each node's entry is None without them): ``rd`` drops the candidate (Semeniuta), ``zo``
     zones c and h out (``zt``: training, else the expectation), ``vd`` masks h before W_h (Gal's variational
     dropout), exactly as ``kernels/recurrent.py``'s cells and a dropout node per step do."""
+    return _lstm(noise, x, Wh, None, h0, c0, lengths, dirs, rd, zo, zt, vd, 0.0)
+
+
+def lstm_scan_vjp(g, y, noise, x, Wh, h0=None, c0=None, *, lengths, dirs, rd=0.0, zo=0.0, zt=False, vd=0.0,
+                  res):
+    return _lstm_vjp(g, x, Wh, None, h0, c0, lengths, dirs, res)
+
+
+def lstm_ln_scan(noise, x, Wh, ah, h0=None, c0=None, *, lengths, dirs, eps, rd=0.0, zo=0.0, zt=False, vd=0.0):
+    """``lstm_scan`` with the recurrent product layer-normalised, as the layer-norm LSTM's step path:
+    gates = x + ah * LN(W_h h) (LN over all 4H gates, gain ``ah`` (4H,) per direction, no bias: x, itself
+    LN(W_x x; a_x, b), carries it)."""
+    return _lstm(noise, x, Wh, ah, h0, c0, lengths, dirs, rd, zo, zt, vd, eps)
+
+
+def lstm_ln_scan_vjp(g, y, noise, x, Wh, ah, h0=None, c0=None, *, lengths, dirs, eps, rd=0.0, zo=0.0, zt=False,
+                     vd=0.0, res):
+    return _lstm_vjp(g, x, Wh, ah, h0, c0, lengths, dirs, res)
+
+
+def _lstm(noise, x, Wh, ah, h0, c0, lengths, dirs, rd, zo, zt, vd, eps):
     xp = backend.xp
     D, H = len(dirs), Wh.shape[1]
     B = len(lengths)
@@ -131,43 +152,51 @@ def lstm_scan(noise, x, Wh, h0=None, c0=None, *, lengths, dirs, rd=0.0, zo=0.0, 
     h = h_first = _initial(h0, order, B, D, H, x.dtype)
     c = c_first = _initial(c0, order, B, D, H, x.dtype)
     masks = _lstm_masks(noise, perms, order, sizes, D, H, rd, zo, zt, vd, x.dtype) if rd or zo or vd else None
+    drop = kc = kh = vh = None
+    ln = None
+    if ah is not None:  # the normalised products and 1 / std per row, for the VJP
+        gain = xp.empty((D, 1, 4 * H), x.dtype)
+        _to_oifg(ah.reshape(D, 1, 4 * H), gain, H)
+        ln = (gain, xp.empty((D, n, 4 * H), x.dtype), xp.empty((D, n, 1), x.dtype))
     s = 0
     for b in sizes.tolist():
         a = A[:, s:s + b]
         hp, cp = h[:, :b], c[:, :b]
-        if masks is None:
-            a += xp.matmul(hp, WhT)
-        else:
+        if masks is not None:
             drop, kc, kh, vh = (_rows(m, s, b) for m in masks)
-            a += xp.matmul(hp if vh is None else hp * vh, WhT)
+        r = xp.matmul(hp if vh is None else hp * vh, WhT)
+        if ln is None:
+            a += r
+        else:
+            gain, R, rstd = ln
+            r -= r.mean(axis=-1, keepdims=True)
+            rs = rstd[:, s:s + b]
+            xp.sqrt((r * r).mean(axis=-1, keepdims=True) + eps, out=rs)
+            xp.divide(1.0, rs, out=rs)
+            xp.multiply(r, rs, out=R[:, s:s + b])
+            a += gain * R[:, s:s + b]
         _sigmoid_(a[:, :, :3 * H])
         xp.tanh(a[:, :, 3 * H:], out=a[:, :, 3 * H:])
         cn, hn = C[:, s:s + b], Hs[:, s:s + b]
         xp.multiply(a[:, :, 2 * H:3 * H], cp, out=cn)
-        if masks is None:
-            cn += a[:, :, H:2 * H] * a[:, :, 3 * H:]
-            xp.tanh(cn, out=hn)
-            hn *= a[:, :, :H]
-        else:
-            cn += a[:, :, H:2 * H] * (a[:, :, 3 * H:] if drop is None else a[:, :, 3 * H:] * drop)
-            if kc is not None:  # a kept unit is exactly its previous value
-                cn[...] = kc * cp + (1 - kc) * cn
-            xp.tanh(cn, out=hn)
-            hn *= a[:, :, :H]
-            if kh is not None:
-                hn[...] = kh * hp + (1 - kh) * hn
+        cn += a[:, :, H:2 * H] * (a[:, :, 3 * H:] if drop is None else a[:, :, 3 * H:] * drop)
+        if kc is not None:  # a kept unit is exactly its previous value
+            cn[...] = kc * cp + (1 - kc) * cn
+        xp.tanh(cn, out=hn)
+        hn *= a[:, :, :H]
+        if kh is not None:
+            hn[...] = kh * hp + (1 - kh) * hn
         h, c = hn, cn  # the next step's sentences are a prefix of these
         s += b
     out = xp.empty((n, D * H), x.dtype)
     for d, p in enumerate(perms):
         out[p, d * H:(d + 1) * H] = Hs[d]
-    return out, (perms, sizes, order, prev, A, C, Hs, h_first, c_first, masks)
+    return out, (perms, sizes, order, prev, A, C, Hs, h_first, c_first, masks, ln)
 
 
-def lstm_scan_vjp(g, y, noise, x, Wh, h0=None, c0=None, *, lengths, dirs, rd=0.0, zo=0.0, zt=False, vd=0.0,
-                  res):
+def _lstm_vjp(g, x, Wh, ah, h0, c0, lengths, dirs, res):
     xp = backend.xp
-    perms, sizes, order, prev, A, C, Hs, h_first, c_first, masks = res
+    perms, sizes, order, prev, A, C, Hs, h_first, c_first, masks, ln = res
     drop, kc, kh, vh = masks if masks is not None else (None,) * 4
     D, H = len(dirs), Wh.shape[1]
     B, n0 = len(lengths), int(sizes[0])
@@ -197,6 +226,7 @@ def lstm_scan_vjp(g, y, noise, x, Wh, h0=None, c0=None, *, lengths, dirs, rd=0.0
     _to_oifg(Wh.reshape(D, 4 * H, H).transpose(0, 2, 1), Wh_oifg.transpose(0, 2, 1), H)
     dA = xp.empty_like(A)
     dA_ifg = dA[:, :, H:].reshape(D, -1, 3, H)
+    dR = dA if ln is None else xp.empty_like(A)  # d (W_h h) per row: d pre-activation, through LN if there is one
     dh = xp.zeros((D, B, H), x.dtype)
     dc = xp.zeros((D, B, H), x.dtype)
     ends = np.cumsum(sizes).tolist()
@@ -208,7 +238,12 @@ def lstm_scan_vjp(g, y, noise, x, Wh, h0=None, c0=None, *, lengths, dirs, rd=0.0
         dcn += dc[:, :b]
         xp.multiply(dhn, P[:, s:s + b, :H], out=dA[:, s:s + b, :H])
         xp.multiply(dcn[:, :, None], P_ifg[:, s:s + b], out=dA_ifg[:, s:s + b])
-        dh[:, :b] = xp.matmul(dA[:, s:s + b], Wh_oifg)
+        if ln is not None:  # through the normalisation: remove the gradient's components along 1 and along R
+            gain, R, rstd = ln
+            gr, Rt = dA[:, s:s + b] * gain, R[:, s:s + b]
+            dR[:, s:s + b] = rstd[:, s:s + b] * (gr - gr.mean(axis=-1, keepdims=True)
+                                                 - Rt * (gr * Rt).mean(axis=-1, keepdims=True))
+        dh[:, :b] = xp.matmul(dR[:, s:s + b], Wh_oifg)
         if vh is not None:
             dh[:, :b] *= vh[:, s:s + b]
         if kh is not None:
@@ -218,13 +253,17 @@ def lstm_scan_vjp(g, y, noise, x, Wh, h0=None, c0=None, *, lengths, dirs, rd=0.0
     if vh is not None:
         h_prev = h_prev * vh
     dWh = xp.empty((D, 4 * H, H), x.dtype)
-    _from_oifg(xp.matmul(h_prev.transpose(0, 2, 1), dA), dWh.transpose(0, 2, 1), H)
+    _from_oifg(xp.matmul(h_prev.transpose(0, 2, 1), dR), dWh.transpose(0, 2, 1), H)
     gx = xp.empty((len(x), D * 4 * H), x.dtype)
     for d, p in enumerate(perms):
         block = xp.empty((len(p), 4 * H), x.dtype)
         _from_oifg(dA[d], block, H)
         gx[p, d * 4 * H:(d + 1) * 4 * H] = block
     grads = [gx, dWh.reshape(Wh.shape)]
+    if ln is not None:
+        dgain = xp.empty((D, 4 * H), x.dtype)
+        _from_oifg((dA * ln[1]).sum(axis=1), dgain, H)
+        grads.append(dgain.reshape(ah.shape))
     for v, dv in ((h0, dh), (c0, dc)):
         if v is not None:
             grads.append(_initial_grad(dv, order, v.ndim == 1))

@@ -297,27 +297,33 @@ def test_dropout_errors_name_the_op_and_the_line():
     assert given.value().tolist() == [0.0, 4.0, 0.0, 8.0]  # given uniforms need no collection
 
 
-_SCANNED = [  # (cell, options, scans in training): the LSTM's scan runs every regulariser but DropConnect
-    (ab.LSTM, dict(dropout=0.4), True),
-    (ab.GRU, dict(dropout=0.4), True),
-    (ab.LSTM, dict(recurrent_dropout=0.3), True),
-    (ab.LSTM, dict(zoneout=0.3), True),
-    (ab.LSTM, dict(dropout=0.4, variational=True, learned_init=True), True),
-    (ab.LSTM, dict(dropout=0.3, recurrent_dropout=0.2, zoneout=0.25, learned_init=True), True),
-    (ab.LSTM, dict(dropout=0.3, variational=True, recurrent_dropout=0.2, zoneout=0.25), True),
-    (ab.GRU, dict(zoneout=0.3), False),
-    (ab.LSTM, dict(dropconnect=0.3), False),
+_SCANNED = [  # (cell, options, scans in training, in eval): the LSTM's scans run all but DropConnect
+    (ab.LSTM, dict(dropout=0.4), True, True),
+    (ab.GRU, dict(dropout=0.4), True, True),
+    (ab.LSTM, dict(recurrent_dropout=0.3), True, True),
+    (ab.LSTM, dict(zoneout=0.3), True, True),
+    (ab.LSTM, dict(dropout=0.4, variational=True, learned_init=True), True, True),
+    (ab.LSTM, dict(dropout=0.3, recurrent_dropout=0.2, zoneout=0.25, learned_init=True), True, True),
+    (ab.LSTM, dict(dropout=0.3, variational=True, recurrent_dropout=0.2, zoneout=0.25), True, True),
+    (ab.LSTM, dict(layer_norm=True), True, True),
+    (ab.LSTM, dict(layer_norm=True, learned_init=True), True, True),
+    (ab.LSTM, dict(layer_norm=True, dropout=0.3, variational=True, zoneout=0.2, recurrent_dropout=0.2), True, True),
+    (ab.GRU, dict(zoneout=0.3), False, False),
+    (ab.GRU, dict(recurrent_dropout=0.3), False, True),
+    (ab.GRU, dict(layer_norm=True), False, False),
+    (ab.LSTM, dict(dropconnect=0.3), False, True),
 ]
 
 
 @pytest.mark.parametrize("train", [True, False], ids=["train", "eval"])
 @pytest.mark.parametrize("reverse", [False, True], ids=["forward", "reverse"])
-@pytest.mark.parametrize("cell, options, scanned", _SCANNED,
-                         ids=[f"{c.__name__}-{'-'.join(o)}" for c, o, _ in _SCANNED])
-def test_regularised_blocks_scan_and_equal_the_step_path(cell, options, scanned, reverse, train):
-    """Under the regularisers its scan runs, a whole sequence still runs as one scan node per layer. The scan
-    draws the same uniforms in the same order as the step path (layer by layer, step by step), so from one
-    seed both give the same values and gradients, in training and in evaluation (zoneout's expectation)."""
+@pytest.mark.parametrize("cell, options, in_training, in_eval", _SCANNED,
+                         ids=[f"{c.__name__}-{'-'.join(o)}" for c, o, _, _ in _SCANNED])
+def test_regularised_blocks_scan_and_equal_the_step_path(cell, options, in_training, in_eval, reverse, train):
+    """Under the regularisers (and the layer norm) its scan runs, a whole sequence still runs as one scan node per
+    layer. The scan draws the same uniforms in the same order as the step path (layer by layer, step by step),
+    so from one seed both give the same values and gradients, in training and in evaluation (zoneout's
+    expectation)."""
     def run(as_sequence):
         pc = ab.ParameterCollection(seed=5, dtype=np.float64)
         E = pc.add_lookup_parameters((7, 6), init="normal")
@@ -325,6 +331,8 @@ def test_regularised_blocks_scan_and_equal_the_step_path(cell, options, scanned,
         for p in pc.parameters():
             if p.name.endswith((".h0", ".c0")):  # learned initial states away from zero, so their masks show
                 p.set_value(np.linspace(-0.5, 0.7, p.shape[0]))
+            if p.name.endswith((".ln_x", ".ln_h")):  # layer-norm gains that differ per gate and unit
+                p.set_value(np.linspace(0.5, 1.5, p.shape[0]))
         (ab.train_mode if train else ab.eval_mode)()
         ab.renew_cg()
         ids = [3, 1, 4, 1, 5, 2]
@@ -341,8 +349,7 @@ def test_regularised_blocks_scan_and_equal_the_step_path(cell, options, scanned,
 
     v_seq, g_seq, n_scans = run(True)
     v_step, g_step, n_step = run(False)
-    assert n_step == 0 and n_scans == (2 if scanned or not train and cell is ab.LSTM
-                                       or not train and "zoneout" not in options else 0)
+    assert n_step == 0 and n_scans == 2 * (in_training if train else in_eval)
     np.testing.assert_allclose(v_seq, v_step, rtol=1e-10)
     for a, b in zip(g_seq, g_step):
         np.testing.assert_allclose(a, b, rtol=1e-8, atol=1e-11)

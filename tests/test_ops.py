@@ -115,6 +115,12 @@ CASES = {
                   Case(lambda k, x, Wh, h0, c0: _scan(_rows_of(x, k + 2), Wh, h0, c0, dirs=(False, True)),
                        [(16,), (16, 2), (4,), (4,)], lambda k, x, Wh, h0, c0: _bidirectional_ref(
                            _rows_np(x, k + 2), Wh, h0, c0), shared=(1, 2, 3))],
+    "lstm_ln_scan": [Case(lambda k, x, Wh, ah: _scan(_rows_of(x, k + 2), Wh, ah=ah), [(8,), (8, 2), (8,)],
+                          lambda k, x, Wh, ah: _scan_ref(_rows_np(x, k + 2), Wh, ah=ah), shared=(1, 2)),
+                     Case(lambda k, x, Wh, ah, h0, c0: _scan(_rows_of(x, k + 1), Wh, h0, c0, reverse=True, ah=ah),
+                          [(8,), (8, 2), (8,), (2,), (2,)],  # initial states per example
+                          lambda k, x, Wh, ah, h0, c0: _scan_ref(_rows_np(x, k + 1)[::-1], Wh, h0, c0, ah)[::-1],
+                          shared=(1, 2))],
     "rnn_scan": [Case(lambda k, x, Wh: _rnn_scan(_rows_of(x, k + 2), Wh, dirs=(False,)), [(3,), (3, 3)],
                       lambda k, x, Wh: _rnn_ref(_rows_np(x, k + 2), Wh), shared=(1,)),
                  Case(lambda k, x, Wh, h0: _rnn_scan(_rows_of(x, k + 1), Wh, h0, dirs=(False, True)),
@@ -435,10 +441,13 @@ def _dy_input(value):
     return ab.Expression(g, constant_node(g, value))
 
 
-def _scan(X, Wh, h0=None, c0=None, reverse=False, dirs=None):
+def _scan(X, Wh, h0=None, c0=None, reverse=False, dirs=None, ah=None):
     g = ab.current_graph()
-    ids = [ab.ops._node(g, v) for v in (X, Wh, h0, c0) if v is not None]
-    return ab.Expression(g, g.add(REGISTRY["lstm_scan"], tuple(ids), (("dirs", dirs or (reverse,)),)))
+    ids = [ab.ops._node(g, v) for v in (X, Wh, ah, h0, c0) if v is not None]
+    attrs = (("dirs", dirs or (reverse,)),)
+    if ah is not None:  # the layer-norm LSTM's scan: gates = x + ah * LN(W_h h)
+        return ab.Expression(g, g.add(REGISTRY["lstm_ln_scan"], tuple(ids), attrs + (("eps", 1e-5),)))
+    return ab.Expression(g, g.add(REGISTRY["lstm_scan"], tuple(ids), attrs))
 
 
 # Trees in post-order, per node (left, right, height, leaf number): one leaf; a pair; ((a b) c) and (a (b c)) mixed.
@@ -509,14 +518,18 @@ def _bidirectional_ref(X, Wh, h0, c0):
     return np.concatenate([f, b], axis=1)
 
 
-def _scan_ref(X, Wh, h0=None, c0=None):
-    """The LSTM recurrence over rows of gate inputs X (4H each), step by step with the cell references."""
+def _scan_ref(X, Wh, h0=None, c0=None, ah=None):
+    """The LSTM recurrence over rows of gate inputs X (4H each), step by step with the cell references; with
+    ``ah`` the recurrent product is layer-normalised (gain ah, no bias)."""
     H = Wh.shape[1]
     h = np.zeros(H) if h0 is None else h0
     c = np.zeros(H) if c0 is None else c0
     out = []
     for x in X:
-        gates = x + Wh @ h
+        r = Wh @ h
+        if ah is not None:
+            r = ah * (r - r.mean()) / np.sqrt(r.var() + 1e-5)
+        gates = x + r
         c = ref.lstm_cell(gates, c)
         h = ref.lstm_hidden(gates, c)
         out.append(h)
