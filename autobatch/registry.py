@@ -294,7 +294,7 @@ def _lstm_scan_shape(shapes, dirs, rd=0.0, zo=0.0, zt=False, vd=0.0):
     return _gated_scan_shape(x, Wh, init, len(dirs), 4)
 
 
-# Its regularisers' uniforms are per-node data, drawn at build time (None without regularisers).
+# The scans' regularisers' uniforms are per-node data, drawn at build time (None without regularisers).
 LSTM_SCAN = primitive("lstm_scan", "structural", _lstm_scan_shape, scan.lstm_scan, scan.lstm_scan_vjp,
                       shares=True, residual=True, seq="keep", must_share=(1,), aux="list", random=True)
 
@@ -325,7 +325,7 @@ RNN_SCAN = primitive("rnn_scan", "structural", _rnn_scan_shape, scan.rnn_scan, s
                      shares=True, residual=True, seq="keep", must_share=(1,))
 
 
-def _gru_scan_shape(shapes, dirs):
+def _gru_scan_shape(shapes, dirs, rd=0.0, zo=0.0, zt=False, vd=0.0):
     x, Wh, bh, *init = shapes
     if bh != x:  # b_h: one bias per gate input (b_hn is the part r multiplies)
         raise ShapeError(f"needs a recurrent bias of the gate inputs' shape {x}, got {bh}")
@@ -333,7 +333,7 @@ def _gru_scan_shape(shapes, dirs):
 
 
 GRU_SCAN = primitive("gru_scan", "structural", _gru_scan_shape, scan.gru_scan, scan.gru_scan_vjp,
-                     shares=True, residual=True, seq="keep", must_share=(1, 2))
+                     shares=True, residual=True, seq="keep", must_share=(1, 2), aux="list", random=True)
 
 
 def _tree_scan_shape(shapes):

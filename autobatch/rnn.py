@@ -17,9 +17,10 @@ other term, LN(W_x x; a_x, b) and LN(W_h h; a_h, x-part). A zero initial state s
 Recurrent dropout and zoneout add no node (they are attributes of the cell update); dropout adds one on x
 (and, variational, one on h) per step; DropConnect two per sequence and layer (the masked weights). Given a
 whole sequence, a cell runs as one scan node per layer, also under standard dropout (one dropout node on the
-layer's input sequence, a mask per row). The LSTM's scans also run layer norm, recurrent dropout, zoneout and
-variational dropout inside their loop; the GRU and the Elman RNN run those step by step, and DropConnect (whose
-masked weights differ per sequence) runs step by step for every cell.
+layer's input sequence, a mask per row). The LSTM's and GRU's scans also run recurrent dropout, zoneout and
+variational dropout inside their loop, and the LSTM's layer norm; the GRU's layer norm and the Elman RNN's
+regularisers run step by step, and so does DropConnect (whose masked weights differ per sequence) for every
+cell.
 """
 import numpy as np
 
@@ -288,11 +289,11 @@ class _Recurrent:
         return [Expression(g, n) for n in self._combined(g, self._run(g, seqs, h, c, True, xs))]
 
     def _scans(self):
-        """True when this block can run a whole sequence as one scan per layer: a plain cell (no layer norm), and
-        no regulariser in force that the cell's scan does not run. Standard dropout is outside the recurrence: a
-        new mask per step on a layer's input is one dropout node on the input sequence, a mask per row. The
-        LSTM's scan also runs recurrent dropout, zoneout and variational dropout; DropConnect's masked weights
-        differ per sequence, so it runs step by step."""
+        """True when this block can run a whole sequence as one scan per layer: the cell has a scan (with layer
+        norm: the LSTM), and no regulariser is in force that the scan does not run. Standard dropout is outside
+        the recurrence: a new mask per step on a layer's input is one dropout node on the input sequence, a mask
+        per row. The LSTM's and GRU's scans run recurrent dropout, zoneout and variational dropout;
+        DropConnect's masked weights differ per sequence, so it runs step by step."""
         if (self._ln_scan if self.layer_norm else self._scan) is None:
             return False
         train = training()
@@ -305,18 +306,19 @@ class _Recurrent:
     _ln_scan = None  # and with layer norm (gain a_h after W_h)
     _scan_params = ()  # its parameters after W_h (the GRU's b_h, which r multiplies in part)
     _scan_regularised = False  # whether its scan runs recurrent dropout, zoneout and variational dropout
+    _zones = 1  # the states zoneout acts on (h; the LSTM's c and h)
 
     def _scan_regularisers(self, g, seq, layer, x, reverse):
         """A layer's input under dropout, the scan node's attributes for the regularisers in force, and its
         per-node uniforms (see ``kernels/scan.py``'s ``lstm_scan``). The uniforms are drawn in the step path's
-        order (per step: the input's mask, the candidate's, then c's and h's zoneout), so that one seed gives
-        the same masks either way."""
+        order (per step: the input's mask, the candidate's, then the zoneout of c (LSTM) and h), so that one
+        seed gives the same masks either way."""
         train, zo = training(), self.zoneout
         rd, zt = (self.recurrent_dropout if train else 0.0), bool(zo) and train
         vd = self.dropout if train and self.variational else 0.0
         H = self.hidden_dim
         wx = layer.dim if train and self.dropout and not self.variational else 0  # a new input mask per step
-        width = wx + H * (bool(rd) + 2 * zt)
+        width = wx + H * (bool(rd) + self._zones * zt)
         u = None
         if width:
             n_rows = g.shape_of(x)[0]
@@ -442,6 +444,7 @@ class LSTM(_Recurrent):
     _scan = R.LSTM_SCAN
     _ln_scan = R.LSTM_LN_SCAN
     _scan_regularised = True
+    _zones = 2
 
     def __init__(self, pc, input_dim, hidden_dim, *, forget_bias=1.0, **options):
         self._gate_bias = (1, float(forget_bias))
@@ -465,6 +468,7 @@ class GRU(_Recurrent):
     _separate_recurrent_bias = True
     _scan = R.GRU_SCAN
     _scan_params = ("bh",)
+    _scan_regularised = True
 
     def __init__(self, pc, input_dim, hidden_dim, *, reset_bias=-1.0, **options):
         self._gate_bias = (0, float(reset_bias))

@@ -1,5 +1,5 @@
 """What a regulariser costs in training speed: a BiLSTM tagger (the EWT tagger's shape) trained under each member
-of the dropout family, given each sentence as one sequence (one scan node per direction where the cell's scan
+of the dropout family and with layer norm, given each sentence as one sequence (one scan node per direction where the cell's scan
 runs the regulariser) and, for comparison, as a list of word vectors (the step-by-step path every regulariser
 took before the scans ran them). Prints training sentences/s and the slowdown against no regulariser.
 
@@ -25,6 +25,8 @@ REGULARISERS = {  # name: the LSTM's options (p = 0.3 everywhere, as in the tric
     "recurrent": dict(recurrent_dropout=0.3),
     "zoneout": dict(zoneout=0.3),
     "dropconnect": dict(dropconnect=0.3),
+    "layer norm": dict(layer_norm=True),
+    "layer norm + dropout": dict(layer_norm=True, dropout=0.3),
 }
 
 

@@ -79,28 +79,29 @@ def _previous(V, first, prev, n0):
     return out
 
 
-def _lstm_masks(noise, perms, order, sizes, D, H, rd, zo, zt, vd, dtype):
+def _masks(noise, perms, order, sizes, D, H, rd, zo, zt, vd, dtype, zones):
     """The regularisers' masks, time-major (D, n, H), from each node's uniforms ``(rows, seq)``: ``rows`` (its
-    row count, D x [rd | zoneout c | zoneout h] x H; None without) and ``seq`` (D x H, the variational mask of
-    h; None without). Returns the candidate's dropout mask, the zoneout keep weights of c and of h (arrays in
-    training, the scalar ``zo`` in evaluation) and the variational mask of h per row; None where off."""
+    row count, D x [rd | zoneout of each of the ``zones`` states] x H, in the step path's order; None without)
+    and ``seq`` (D x H, the variational mask of h; None without). Returns the candidate's dropout mask, the
+    zoneout keep weights of each state (arrays in training, the scalar ``zo`` in evaluation) and the
+    variational mask of h per row; None where off."""
     xp = backend.xp
-    drop = kc = kh = vh = None
-    k = bool(rd) + 2 * bool(zo and zt)
+    drop, keeps, vh = None, [None] * zones, None
+    k = bool(rd) + zones * bool(zo and zt)
     if k:
         U = _time_major(xp.concatenate([u for u, _ in noise]), perms, k * H)
         if rd:
             drop = (U[:, :, :H] >= rd).astype(dtype) * (1.0 / (1.0 - rd))
         if zo and zt:
-            kc, kh = (U[:, :, -2 * H:-H] < zo).astype(dtype), (U[:, :, -H:] < zo).astype(dtype)
+            keeps = [(U[:, :, (k - zones + j) * H:(k - zones + j + 1) * H] < zo).astype(dtype) for j in range(zones)]
     if zo and not zt:
-        kc = kh = zo  # evaluation: the expectation
+        keeps = [zo] * zones  # evaluation: the expectation
     if vd:
         V = _initial(xp.stack([v for _, v in noise]), order, len(order), D, H, dtype)
         V = (V >= vd).astype(dtype) * (1.0 / (1.0 - vd))
         ranks = backend.to_device(np.concatenate([np.arange(b) for b in sizes.tolist()]))
         vh = V[:, ranks]  # each time-major row's sentence
-    return drop, kc, kh, vh
+    return (drop, *keeps, vh)
 
 
 def _rows(m, s, b):
@@ -114,7 +115,7 @@ def lstm_scan(noise, x, Wh, h0=None, c0=None, *, lengths, dirs, rd=0.0, zo=0.0, 
     Wh: the recurrent weights (4H, H) per direction, stacked; h0, c0: initial states (None: zeros).
     Returns every step's h, directions side by side, packed like x.
     The step path's regularisers run inside the loop, as attributes with per-node uniforms in ``noise`` (see
-    ``_lstm_masks``; each node's entry is None without them): ``rd`` drops the candidate (Semeniuta), ``zo``
+    ``_masks``; each node's entry is None without them): ``rd`` drops the candidate (Semeniuta), ``zo``
     zones c and h out (``zt``: training, else the expectation), ``vd`` masks h before W_h (Gal's variational
     dropout), exactly as ``kernels/recurrent.py``'s cells and a dropout node per step do."""
     return _lstm(noise, x, Wh, None, h0, c0, lengths, dirs, rd, zo, zt, vd, 0.0)
@@ -151,7 +152,7 @@ def _lstm(noise, x, Wh, ah, h0, c0, lengths, dirs, rd, zo, zt, vd, eps):
     C, Hs = xp.empty((D, n, H), x.dtype), xp.empty((D, n, H), x.dtype)
     h = h_first = _initial(h0, order, B, D, H, x.dtype)
     c = c_first = _initial(c0, order, B, D, H, x.dtype)
-    masks = _lstm_masks(noise, perms, order, sizes, D, H, rd, zo, zt, vd, x.dtype) if rd or zo or vd else None
+    masks = _masks(noise, perms, order, sizes, D, H, rd, zo, zt, vd, x.dtype, 2) if rd or zo or vd else None
     drop = kc = kh = vh = None
     ln = None
     if ah is not None:  # the normalised products and 1 / std per row, for the VJP
@@ -360,11 +361,12 @@ def _steps_back(sizes):
         yield ends[t] - int(sizes[t]), int(sizes[t])
 
 
-def gru_scan(x, Wh, bh, h0=None, *, lengths, dirs):
+def gru_scan(noise, x, Wh, bh, h0=None, *, lengths, dirs, rd=0.0, zo=0.0, zt=False, vd=0.0):
     """GRU (PyTorch's) over each sentence, in each direction of ``dirs``: with a = W_h h_(t-1) + b_h,
     r, z = sigmoid(x_rz + a_rz), n = tanh(x_n + r * a_n), h_t = (1 - z) * n + z * h_(t-1). x: each row's input
     part (W_x x_t + b_x) per direction [r z n], directions side by side; Wh (3H, H) and bh (3H,) per direction,
-    stacked; h0 the initial state (None: zeros)."""
+    stacked; h0 the initial state (None: zeros). The regularisers as in ``lstm_scan`` (``rd`` on n, zoneout on
+    h, ``vd`` on h before W_h), as ``kernels/recurrent.py``'s ``gru_hidden`` runs them."""
     xp = backend.xp
     D, H = len(dirs), Wh.shape[1]
     perms, sizes, prev, order = _device_layout(lengths, dirs)
@@ -374,9 +376,14 @@ def gru_scan(x, Wh, bh, h0=None, *, lengths, dirs):
     WhT = xp.ascontiguousarray(Wh.reshape(D, 3 * H, H).transpose(0, 2, 1))
     b3 = bh.reshape(D, 1, 3 * H)
     h = h_first = _initial(h0, order, len(lengths), D, H, x.dtype)
+    masks = _masks(noise, perms, order, sizes, D, H, rd, zo, zt, vd, x.dtype, 1) if rd or zo or vd else None
+    drop = kh = vh = None
     s = 0
     for b in sizes.tolist():
-        a = xp.matmul(h[:, :b], WhT)
+        hp = h[:, :b]
+        if masks is not None:
+            drop, kh, vh = (_rows(m, s, b) for m in masks)
+        a = xp.matmul(hp if vh is None else hp * vh, WhT)
         a += b3
         rz, nn = X[:, s:s + b, :2 * H], X[:, s:s + b, 2 * H:]
         rz += a[:, :, :2 * H]
@@ -385,26 +392,37 @@ def gru_scan(x, Wh, bh, h0=None, *, lengths, dirs):
         nn += rz[:, :, :H] * a[:, :, 2 * H:]
         xp.tanh(nn, out=nn)
         hn = Hs[:, s:s + b]
-        xp.subtract(h[:, :b], nn, out=hn)
+        nd = nn if drop is None else nn * drop
+        xp.subtract(hp, nd, out=hn)
         hn *= rz[:, :, H:]
-        hn += nn
+        hn += nd
+        if kh is not None:  # a kept unit is exactly its previous value
+            hn[...] = kh * hp + (1 - kh) * hn
         h = hn
         s += b
-    return _packed(Hs, perms), (perms, sizes, order, prev, X, An, Hs, h_first)
+    return _packed(Hs, perms), (perms, sizes, order, prev, X, An, Hs, h_first, masks)
 
 
-def gru_scan_vjp(g, y, x, Wh, bh, h0=None, *, lengths, dirs, res):
+def gru_scan_vjp(g, y, noise, x, Wh, bh, h0=None, *, lengths, dirs, rd=0.0, zo=0.0, zt=False, vd=0.0, res):
     xp = backend.xp
-    perms, sizes, order, prev, X, An, Hs, h_first = res
+    perms, sizes, order, prev, X, An, Hs, h_first, masks = res
+    drop, kh, vh = masks if masks is not None else (None,) * 3
     D, H = len(dirs), Wh.shape[1]
     Hp = _previous(Hs, h_first, prev, int(sizes[0]))
     r, z, nn = X[:, :, :H], X[:, :, H:2 * H], X[:, :, 2 * H:]
+    nd = nn if drop is None else nn * drop
     # Every factor that depends on no other step's gradient, for all steps at once: d a / d h_t (Q, [r z n]).
+    # Zoneout keeps a share kh of h_(t-1): the new value's share of d h_t is 1 - kh.
     Pn = (1 - z) * (1 - nn * nn)  # d x_n / d h_t
+    if drop is not None:
+        Pn *= drop
+    if kh is not None:
+        Pn *= 1 - kh
     Q = xp.empty_like(X)
     Q[:, :, :H] = Pn * An * r * (1 - r)
-    Q[:, :, H:2 * H] = (Hp - nn) * z * (1 - z)
+    Q[:, :, H:2 * H] = (Hp - nd) * z * (1 - z) * (1 if kh is None else 1 - kh)
     Q[:, :, 2 * H:] = Pn * r
+    carry = z if kh is None else z * (1 - kh) + kh  # d h_(t-1) / d h_t along the direct path
     G = _time_major(g, perms, H)  # becomes each step's whole d h_t
     dA = xp.empty_like(X)
     dA3, Q3 = dA.reshape(D, -1, 3, H), Q.reshape(D, -1, 3, H)
@@ -415,15 +433,18 @@ def gru_scan_vjp(g, y, x, Wh, bh, h0=None, *, lengths, dirs, res):
         dhn += dh[:, :b]
         xp.multiply(dhn[:, :, None], Q3[:, s:s + b], out=dA3[:, s:s + b])
         step = xp.matmul(dA[:, s:s + b], W)
-        step += dhn * z[:, s:s + b]
+        if vh is not None:
+            step *= vh[:, s:s + b]
+        step += dhn * _rows(carry, s, b)
         dh[:, :b] = step
     dX = dA.copy()  # the r and z parts are shared; x_n's gradient lacks a_n's factor r
     dX[:, :, 2 * H:] = G * Pn
-    grads = [_packed(dX, perms), xp.matmul(dA.transpose(0, 2, 1), Hp).reshape(Wh.shape),
+    grads = [_packed(dX, perms), xp.matmul(dA.transpose(0, 2, 1), Hp if vh is None else Hp * vh).reshape(Wh.shape),
              dA.sum(axis=1).reshape(bh.shape)]
     if h0 is not None:
         grads.append(_initial_grad(dh, order, h0.ndim == 1))
     return tuple(grads)
+
 
 # ---- Tree-LSTM over whole trees, level by level -------------------------------------------------------------
 # A tree arrives as its leaves' inputs (rows of a sequence) and its shape (per node in post-order: left child,

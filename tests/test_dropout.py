@@ -297,7 +297,8 @@ def test_dropout_errors_name_the_op_and_the_line():
     assert given.value().tolist() == [0.0, 4.0, 0.0, 8.0]  # given uniforms need no collection
 
 
-_SCANNED = [  # (cell, options, scans in training, in eval): the LSTM's scans run all but DropConnect
+_SCANNED = [  # (cell, options, scans in training, in eval): the LSTM's and GRU's scans run all but
+    # DropConnect (and the GRU's layer norm)
     (ab.LSTM, dict(dropout=0.4), True, True),
     (ab.GRU, dict(dropout=0.4), True, True),
     (ab.LSTM, dict(recurrent_dropout=0.3), True, True),
@@ -308,9 +309,14 @@ _SCANNED = [  # (cell, options, scans in training, in eval): the LSTM's scans ru
     (ab.LSTM, dict(layer_norm=True), True, True),
     (ab.LSTM, dict(layer_norm=True, learned_init=True), True, True),
     (ab.LSTM, dict(layer_norm=True, dropout=0.3, variational=True, zoneout=0.2, recurrent_dropout=0.2), True, True),
-    (ab.GRU, dict(zoneout=0.3), False, False),
-    (ab.GRU, dict(recurrent_dropout=0.3), False, True),
+    (ab.GRU, dict(zoneout=0.3), True, True),
+    (ab.GRU, dict(recurrent_dropout=0.3), True, True),
+    (ab.GRU, dict(dropout=0.4, variational=True, learned_init=True), True, True),
+    (ab.GRU, dict(dropout=0.3, variational=True, recurrent_dropout=0.2, zoneout=0.25, learned_init=True), True,
+     True),
     (ab.GRU, dict(layer_norm=True), False, False),
+    (ab.RNN, dict(zoneout=0.3), False, False),
+    (ab.RNN, dict(dropout=0.3), True, True),
     (ab.LSTM, dict(dropconnect=0.3), False, True),
 ]
 

@@ -122,10 +122,11 @@ def test_one_gru_scan_node_per_layer(layers, bidirectional, per_sentence):
 
 @pytest.mark.parametrize("options, in_training, in_eval", [
     (dict(dropout=0.3), True, True),  # standard dropout is outside the recurrence: a dropout node on the input
-    (dict(recurrent_dropout=0.3), False, True),  # inside it: step by step in training
-    (dict(zoneout=0.3), False, False),  # inside it in both modes (its expectation in evaluation)
+    (dict(recurrent_dropout=0.3, zoneout=0.2), True, True),  # inside it, run by the scan
+    (dict(dropconnect=0.3), False, True),  # masked weights per sequence: step by step in training
+    (dict(layer_norm=True), False, False),  # no layer-norm GRU scan
 ])
-def test_regularised_gru_scans_unless_the_regulariser_is_inside_the_recurrence(options, in_training, in_eval):
+def test_regularised_gru_scans_unless_its_scan_cannot_run_the_regulariser(options, in_training, in_eval):
     pc = ab.ParameterCollection(seed=3, dtype=np.float64)
     E = pc.add_lookup_parameters((VOCAB, D), init="normal")
     gru = ab.GRU(pc, D, H, **options)
