@@ -506,11 +506,12 @@ class BiRNN:
 
     def _one_scan(self):
         f, b = self.fwd, self.bwd
-        # Under a regulariser each direction draws its own masks, so the two run as scans of their own.
+        # Under a regulariser each direction draws its own masks, and layer norm normalises each direction's
+        # gates on their own, so then the two run as scans of their own.
         train = training()
+        own = any(r.layer_norm or r.zoneout or (train and (r.dropout or r.recurrent_dropout)) for r in (f, b))
         return (type(f) is type(b) and f._scans() and b._scans() and f.num_layers == b.num_layers == 1
-                and f.hidden_dim == b.hidden_dim and f.learned_init == b.learned_init
-                and not any(r.layer_norm or r.zoneout or (train and (r.dropout or r.recurrent_dropout)) for r in (f, b)))
+                and f.hidden_dim == b.hidden_dim and f.learned_init == b.learned_init and not own)
 
     def transduce(self, xs):
         """[f_i; b_i] for every position i of ``xs`` (a list, or a sequence: then one sequence comes back)."""

@@ -1,7 +1,8 @@
 """What a regulariser costs in training speed: a BiLSTM tagger (the EWT tagger's shape) trained under each member
-of the dropout family and with layer norm, given each sentence as one sequence (one scan node per direction where the cell's scan
-runs the regulariser) and, for comparison, as a list of word vectors (the step-by-step path every regulariser
-took before the scans ran them). Prints training sentences/s and the slowdown against no regulariser.
+of the dropout family and with layer norm, given each sentence as one sequence (one scan node per direction
+where the cell's scan runs the regulariser) and, for comparison, as a list of word vectors (the step-by-step
+path every regulariser took before the scans ran them). Prints training sentences/s and the slowdown against
+no regulariser.
 
     OPENBLAS_NUM_THREADS=1 python -m bench.regularised                      # synthetic EWT-like sentences
     OPENBLAS_NUM_THREADS=1 python -m bench.regularised --data ../shared/data/ud-english-ewt
