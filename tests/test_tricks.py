@@ -51,3 +51,24 @@ def test_smoke_study_writes_rows_verdicts_and_plots(tmp_path):
     expected = tricks.verdict([tricks.dev(r) for r in base], [tricks.dev(r) for r in sgd])
     assert study.rows[0].verdict == f"SGD lr 0.1: {expected}"
     assert "synthetic tagging data" in text and "python -m autobatch.examples.tagger --data" in text
+
+
+def test_curves_read_each_members_epochs_from_an_examples_output(tmp_path):
+    from bench import curves
+
+    lines = ["EWT: 10 train / 5 dev sentences",
+             "epoch 1: train loss 5.3 per minibatch (sum / longest example), 0.51 per token, 171 sents/s; "
+             "dev_accuracy 0.91",
+             "epoch 2: train loss 1.7 per minibatch (sum / longest example), 0.16 per token, 198 sents/s; "
+             "dev_accuracy 0.93; lr x 0.5",
+             "epoch 1: train loss 5.1 per minibatch (sum / longest example), 0.50 per token, 170 sents/s; "
+             "dev_accuracy 0.90",
+             "ensemble of 2: dev_accuracy 0.9400 (members 0.9300, 0.9000)"]
+    assert curves.curves(lines, "dev_accuracy") == {1: [0.91, 0.93], 2: [0.90]}
+    assert curves.curves(lines, "dev_perplexity") == {}
+    log = tmp_path / "run.log"
+    log.write_text("\n".join(lines) + "\n")
+    out = tmp_path / "curves.png"
+    assert curves.main([str(log), "--metric", "dev_accuracy", "--target", "0.95", "--out", str(out)]) == {
+        1: [0.91, 0.93], 2: [0.90]}
+    assert out.read_bytes()[:4] == b"\x89PNG"

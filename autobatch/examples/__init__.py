@@ -298,7 +298,7 @@ def train_ensemble(args, make_model, train, dev, evaluate, *, metric, unit, scor
     summary = summaries[0]
     if len(members) > 1:
         ens = Ensemble(members)
-        keep = (metric, "test_accuracy", "best_epoch", "epochs", "train_seconds")
+        keep = (metric, "test_accuracy", "best_epoch", "epochs", "train_seconds", "dev_curve")
         summary = {**summary, "members": [{k: s[k] for k in keep if k in s} for s in summaries],
                    f"ensemble_{metric}": accuracy(ens, scored_dev)}
         if test is not None:
