@@ -34,6 +34,7 @@ from autobatch.optim import Adam
 from autobatch.plots import line_plot
 
 HERE = Path(__file__).resolve().parent
+FULL_RUNS = HERE / "full_runs.md"  # the full-quality runs (issue 14, item 4), written from their outputs
 
 
 @dataclass
@@ -726,6 +727,9 @@ def report(study, args, started, path):
                   f"(`python -m bench.tricks --data-root ../shared/data`: {SCALES['full'].train} sentences, "
                   f"{SCALES['full'].epochs} epochs) is estimated at **{estimate_full(study) / 3600:.1f} hours** "
                   "on this machine (each experiment's time here scaled by the ratio of sentence-epochs).", ""]
+    if FULL_RUNS.exists():
+        lines += ["The examples' full-data runs toward published quality, with the best tricks from here, are at the "
+                  "end: [Full runs](#full-runs-toward-published-quality).", ""]
     lines += ["| claim | experiment | result | verdict on this data |", "|---|---|---|---|"]
     for r in study.rows:
         lines.append(f"| {r.claim} | {r.experiment} | {r.result} | {r.verdict} |")
@@ -737,6 +741,8 @@ def report(study, args, started, path):
             lines += ["", "Commands (seed 0; add `--log F --trace F` for the curves):", ""]
             lines += [f"    {c}" for c in r.commands]
         lines += ["", f"({study.timings.get(r.key, 0):.0f} s)"]
+    if FULL_RUNS.exists():  # the full-data runs are hours each: recorded by hand, carried into every report
+        lines += ["", FULL_RUNS.read_text(encoding="utf-8").rstrip()]
     Path(path).write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 

@@ -67,6 +67,7 @@ def test_treelstm_ensemble_trains_members_of_different_seeds_and_averages_their_
     assert len(trained) == 3 and len(m["members"]) == 3
     assert not np.array_equal(trained[0].E.value(), trained[1].E.value())  # own seeds
     assert m["members"][0]["dev_root_accuracy"] == m["dev_root_accuracy"]
+    assert all("dev_curve" in member and "test_accuracy" not in member for member in m["members"])
     _, dev = treelstm.load(argparse.Namespace(data=None, max_train=60, max_dev=30, vocab=100, seed=0))  # the run's
     mean = np.mean([ab.ensemble.model_probs(t, dev) for t in trained], axis=0)
     expected = np.mean([p.argmax() == t.label for p, t in zip(mean, dev)])

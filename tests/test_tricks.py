@@ -51,6 +51,10 @@ def test_smoke_study_writes_rows_verdicts_and_plots(tmp_path):
     expected = tricks.verdict([tricks.dev(r) for r in base], [tricks.dev(r) for r in sgd])
     assert study.rows[0].verdict == f"SGD lr 0.1: {expected}"
     assert "synthetic tagging data" in text and "python -m autobatch.examples.tagger --data" in text
+    # the full-data runs, recorded by hand in bench/full_runs.md, are carried into every report
+    full = tricks.FULL_RUNS.read_text().rstrip()
+    assert full.startswith("## Full runs toward published quality") and text.rstrip().endswith(full)
+    assert "[Full runs](#full-runs-toward-published-quality)" in text
 
 
 def test_curves_read_each_members_epochs_from_an_examples_output(tmp_path):
