@@ -75,6 +75,30 @@ def test_treelstm_ensemble_trains_members_of_different_seeds_and_averages_their_
     assert any(line.startswith("ensemble of 3: dev_root_accuracy") for line in run.lines)
 
 
+def test_evaluation_methods_score_with_dropout_off_in_either_mode():
+    """A test split is scored after training, in train mode: the models' own evaluation methods must switch
+    dropout off themselves (the LM's test perplexity was once scored with its dropout on)."""
+    text = data.synthetic_lm(12, vocab_size=20, seed=2, mean_len=4, max_len=8)
+    words = data.Vocab.build(text, specials=(lm.BOUNDARY,))
+    model = lm.LanguageModel(words, embed=6, hidden=5, dropout=0.5,
+                             rnn=lambda pc, d, h, name: ab.LSTM(pc, d, h, dropout=0.5, name=name))
+    ids = [words.encode(s) for s in text]
+    sents = data.synthetic_tagging(12, vocab_size=30, seed=1)
+    tagger_model = tagger.Tagger(data.Vocab.build([s.words for s in sents]), data.Vocab.build(
+        [s.upos for s in sents], unk=None), embed=6, hidden=5, mlp=4, dropout=0.5)
+    examples = [tagger_model.encode(s) for s in sents]
+    trees = data.synthetic_trees(12, vocab_size=30, seed=1, mean_len=5, max_len=9)
+    sentiment = treelstm.TreeSentiment(data.Vocab.build([t.leaves() for t in trees]), embed=6, hidden=5,
+                                       dropout=0.5)
+    scores = []
+    for mode in (ab.train_mode, ab.eval_mode):
+        mode()
+        scores.append((model.perplexity(ids), tagger_model.accuracy(examples), sentiment.root_accuracy(trees)))
+        assert ab.training() == (mode is ab.train_mode)  # the mode in force is left as it was
+    ab.train_mode()
+    assert scores[0] == scores[1]
+
+
 def test_lm_perplexity_falls_below_the_unigram_one(capsys):
     m = run(lm, SMALL + ["--max-train", "150", "--max-dev", "40", "--epochs", "3", "--batch-size", "8",
                          "--lr", "0.02", "--vocab", "60"], capsys)

@@ -32,7 +32,7 @@ from .. import ops
 from .. import output_layers as out
 from ..graph import renew_cg
 from ..parameters import ParameterCollection
-from ..regularize import dropout
+from ..regularize import dropout, eval_mode
 from ..rnn import LSTM
 from . import add_recurrent_flags, check_args, common_parser, emit, recurrent, split_file, subset, train_model
 
@@ -105,14 +105,15 @@ class LanguageModel:
 
     def perplexity(self, sentences, batch_size=128):
         """exp(mean negative log-likelihood per prediction) over ``sentences`` (word id lists), one graph per
-        ``batch_size`` sentences."""
+        ``batch_size`` sentences; in ``eval_mode()`` (dropout off), whatever the mode in force."""
         sentences = list(sentences)
         total, count = 0.0, 0
-        for i in range(0, len(sentences), batch_size):
-            renew_cg()
-            batch = sentences[i:i + batch_size]
-            total += ops.esum([ops.sum_elems(self.nll(s)) for s in batch]).value()
-            count += sum(len(s) + 1 for s in batch)
+        with eval_mode():
+            for i in range(0, len(sentences), batch_size):
+                renew_cg()
+                batch = sentences[i:i + batch_size]
+                total += ops.esum([ops.sum_elems(self.nll(s)) for s in batch]).value()
+                count += sum(len(s) + 1 for s in batch)
         return math.exp(total / max(1, count))
 
 

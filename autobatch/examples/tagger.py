@@ -30,7 +30,7 @@ from .. import ops
 from ..batch_map import batch_map
 from ..graph import renew_cg
 from ..parameters import ParameterCollection
-from ..regularize import dropout
+from ..regularize import dropout, eval_mode
 from ..rnn import LSTM, BiRNN
 from . import (add_ensemble_flag, add_recurrent_flags, check_args, common_parser, emit, recurrent, split_file,
                subset, train_ensemble)
@@ -119,12 +119,14 @@ class Tagger:
         return self.scores(x).value().argmax(axis=1).tolist()
 
     def predict_all(self, sentences, batch_size=256):
-        """``predict`` for every sentence (word ids), one graph per ``batch_size`` sentences."""
+        """``predict`` for every sentence (word ids), one graph per ``batch_size`` sentences; in ``eval_mode()``
+        (dropout off), whatever the mode in force."""
         out = []
         sentences = list(sentences)
-        for i in range(0, len(sentences), batch_size):
-            renew_cg()
-            out += batch_map(self.predict, sentences[i:i + batch_size])
+        with eval_mode():
+            for i in range(0, len(sentences), batch_size):
+                renew_cg()
+                out += batch_map(self.predict, sentences[i:i + batch_size])
         return out
 
     def accuracy(self, examples, batch_size=256):

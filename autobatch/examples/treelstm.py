@@ -25,7 +25,7 @@ from .. import ops
 from ..batch_map import batch_map
 from ..graph import renew_cg
 from ..parameters import ParameterCollection
-from ..regularize import dropout
+from ..regularize import dropout, eval_mode
 from ..tree import TreeLSTM
 from . import add_ensemble_flag, check_args, common_parser, emit, split_file, subset, train_ensemble
 
@@ -72,12 +72,14 @@ class TreeSentiment:
         return int(np.argmax(ops.affine(self.b, self.W, ops.row(self.states(tree), -1)).value()))
 
     def predict_all(self, trees, batch_size=256):
-        """``predict`` for every tree, one graph per ``batch_size`` trees."""
+        """``predict`` for every tree, one graph per ``batch_size`` trees; in ``eval_mode()`` (dropout off),
+        whatever the mode in force."""
         out = []
         trees = list(trees)
-        for i in range(0, len(trees), batch_size):
-            renew_cg()
-            out += batch_map(self.predict, trees[i:i + batch_size])
+        with eval_mode():
+            for i in range(0, len(trees), batch_size):
+                renew_cg()
+                out += batch_map(self.predict, trees[i:i + batch_size])
         return out
 
     def root_accuracy(self, trees, batch_size=256):
