@@ -10,6 +10,7 @@ the previous step (gathers, reorderings, the backward's gate derivatives) is don
 import numpy as np
 
 from . import backend
+from .dropout import keep_mask
 
 
 def layout(lengths, reverse):
@@ -91,14 +92,14 @@ def _masks(noise, perms, order, sizes, D, H, rd, zo, zt, vd, dtype, zones):
     if k:
         U = _time_major(xp.concatenate([u for u, _ in noise]), perms, k * H)
         if rd:
-            drop = (U[:, :, :H] >= rd).astype(dtype) * (1.0 / (1.0 - rd))
+            drop = keep_mask(U[:, :, :H], rd, dtype)
         if zo and zt:
             keeps = [(U[:, :, (k - zones + j) * H:(k - zones + j + 1) * H] < zo).astype(dtype) for j in range(zones)]
     if zo and not zt:
         keeps = [zo] * zones  # evaluation: the expectation
     if vd:
         V = _initial(xp.stack([v for _, v in noise]), order, len(order), D, H, dtype)
-        V = (V >= vd).astype(dtype) * (1.0 / (1.0 - vd))
+        V = keep_mask(V, vd, dtype)
         ranks = backend.to_device(np.concatenate([np.arange(b) for b in sizes.tolist()]))
         vh = V[:, ranks]  # each time-major row's sentence
     return (drop, *keeps, vh)

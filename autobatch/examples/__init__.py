@@ -26,8 +26,8 @@ from pathlib import Path
 import numpy as np
 
 from .. import graph as _graph
-from ..ensemble import Ensemble, accuracy
 from ..distributed import Communicator, DataParallel, communicator, failure_message
+from ..ensemble import Ensemble, accuracy
 from ..optim import SGD, Adam, GradNormMonitor
 from ..rnn import GRU, LSTM
 from ..train import NORMALIZE, Trainer

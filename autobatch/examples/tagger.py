@@ -14,7 +14,9 @@ and the engine runs those of every word of the minibatch as one kernel call. ``-
 BiLSTM's input and output (and ``--variational``, ``--recurrent-dropout``, ``--zoneout``, ``--dropconnect``, the
 recurrent block's other flags, apply to the word-level BiLSTM; see ``--help``).
 
-``--max-train N`` / ``--max-dev N`` use a fixed random subset of the sentences (the same for every ``--seed``).
+``--ensemble N`` trains N taggers (seeds ``--seed`` to ``--seed`` + N - 1) and also reports their ensemble, which
+averages the members' tag probabilities. ``--max-train N`` / ``--max-dev N`` use a fixed random subset of the
+sentences (the same for every ``--seed``).
 ``mpirun -n 4 python -m autobatch.examples.tagger --distributed ...`` trains data-parallel on 4 processes.
 
 Prints one line per epoch, then a JSON object with dev_accuracy, the majority-tag baseline and the training speed.
