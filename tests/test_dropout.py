@@ -341,13 +341,15 @@ def test_regularised_blocks_scan_and_equal_the_step_path(cell, options, in_train
                 p.set_value(np.linspace(0.5, 1.5, p.shape[0]))
         (ab.train_mode if train else ab.eval_mode)()
         ab.renew_cg()
-        ids = [3, 1, 4, 1, 5, 2]
-        if as_sequence:
-            hs = ab.rows(block.transduce(E[ids], reverse=reverse))
-        else:
-            hs = block.transduce([E[i] for i in ids], reverse=reverse)
-        weights = np.cos(np.arange(30.0)).reshape(6, 5)  # a different weight per output unit and step
-        out = ab.esum([ab.dot(h, ab.input_tensor(w)) for h, w in zip(hs, weights)])
+        terms = []
+        for ids in ([3, 1, 4, 1, 5, 2], [6, 0], [2, 6, 5, 3]):  # three lengths in one batch: the scan sorts them
+            if as_sequence:
+                hs = ab.rows(block.transduce(E[ids], reverse=reverse))
+            else:
+                hs = block.transduce([E[i] for i in ids], reverse=reverse)
+            weights = np.cos(np.arange(30.0) + len(ids)).reshape(6, 5)  # a weight per sentence, unit and step
+            terms += [ab.dot(h, ab.input_tensor(w)) for h, w in zip(hs, weights)]
+        out = ab.esum(terms)
         g = ab.current_graph()
         scans = sum(g.n_sig[n].prim.name.endswith("_scan") for n in range(len(g)))
         out.backward()
@@ -355,7 +357,7 @@ def test_regularised_blocks_scan_and_equal_the_step_path(cell, options, in_train
 
     v_seq, g_seq, n_scans = run(True)
     v_step, g_step, n_step = run(False)
-    assert n_step == 0 and n_scans == 2 * (in_training if train else in_eval)
+    assert n_step == 0 and n_scans == 3 * 2 * (in_training if train else in_eval)
     np.testing.assert_allclose(v_seq, v_step, rtol=1e-10)
     for a, b in zip(g_seq, g_step):
         np.testing.assert_allclose(a, b, rtol=1e-8, atol=1e-11)
