@@ -135,7 +135,8 @@ class Runner:
         self.work.mkdir(parents=True, exist_ok=True)
         self.echo = echo
         self.runs = self.cached = 0  # runs trained, runs read from an earlier invocation's cache
-        self.seconds = 0.0
+        self.seconds = 0.0  # the runs trained now
+        self.used_seconds = 0.0  # the recorded training time of every run used, cached ones too
         self.memo = {}
 
     def folder(self, argv):
@@ -153,6 +154,7 @@ class Runner:
         if cached.exists():
             self.cached += 1
             self.memo[folder] = json.loads(cached.read_text())
+            self.used_seconds += self.memo[folder].get("seconds", 0.0)
             return self.memo[folder]
         folder.mkdir(parents=True, exist_ok=True)
         extra = ["--log", str(folder / "log.jsonl"), "--trace", str(folder / "trace.json")]
@@ -167,6 +169,7 @@ class Runner:
         seconds = time.perf_counter() - t0
         self.runs += 1
         self.seconds += seconds
+        self.used_seconds += seconds
         log = [json.loads(line) for line in (folder / "log.jsonl").read_text().splitlines()] \
             if (folder / "log.jsonl").exists() else []
         trace = json.loads((folder / "trace.json").read_text()) if (folder / "trace.json").exists() else {}
@@ -635,7 +638,9 @@ class Study:
                                               epochs=s.epochs, batch_size=32, clip=5.0)
                 top.append(ensemble.accuracy(ens, dev_ex))
                 top1.append(ensemble.accuracy(ens.members[0], dev_ex))
-            self.runner.seconds += time.perf_counter() - t0
+            elapsed = time.perf_counter() - t0  # trained now, outside the cache
+            self.runner.seconds += elapsed
+            self.runner.used_seconds += elapsed
         rows = [["best single (max over seeds)", f"{max(singles) * 100:.2f}", "—"],
                 ["single models (mean ± std)", fmt(singles), "—"],
                 [f"seed ensemble ({len(s.seeds)} seeds' best epochs)", f"{seed_acc * 100:.2f}",
@@ -660,13 +665,16 @@ class Study:
         for name in self.EXPERIMENTS:
             if only and name not in only:
                 continue
-            t0 = time.perf_counter()
+            t0, fresh, used = time.perf_counter(), self.runner.seconds, self.runner.used_seconds
             print(f"{name} ...", file=sys.stderr, flush=True)
             row = getattr(self, name)()
             if row is None:  # not in this version of the study
                 continue
             self.rows.append(row)
-            self.timings[row.key] = time.perf_counter() - t0
+            # What the experiment costs: its runs' recorded training times (also those read from the cache,
+            # so a rerun from the cache states the same full-study estimate) plus everything else it did now.
+            other = time.perf_counter() - t0 - (self.runner.seconds - fresh)
+            self.timings[row.key] = other + (self.runner.used_seconds - used)
             if write:
                 write(self)
         return self.rows
