@@ -80,6 +80,31 @@ def _previous(V, first, prev, n0):
     return out
 
 
+def _time_major(v, perms, width):
+    """Packed rows of ``v`` (directions side by side, ``width`` columns each) as (directions, time-major rows,
+    width)."""
+    out = backend.xp.empty((len(perms), len(perms[0]), width), v.dtype)
+    for d, p in enumerate(perms):
+        out[d] = v[p, d * width:(d + 1) * width]
+    return out
+
+
+def _packed(V, perms):
+    """The inverse of ``_time_major``: (directions, time-major rows, width) back to packed rows."""
+    D, n, width = V.shape
+    out = backend.xp.empty((n, D * width), V.dtype)
+    for d, p in enumerate(perms):
+        out[p, d * width:(d + 1) * width] = V[d]
+    return out
+
+
+def _steps_back(sizes):
+    """(first time-major row, sentences alive) of each step, the last step first."""
+    ends = np.cumsum(sizes).tolist()
+    for t in range(len(ends) - 1, -1, -1):
+        yield ends[t] - int(sizes[t]), int(sizes[t])
+
+
 def _masks(noise, perms, order, sizes, D, H, rd, zo, zt, vd, dtype, zones):
     """The regularisers' masks, time-major (D, n, H), from each node's uniforms ``(rows, seq)``: ``rows`` (its
     row count, D x [rd | zoneout of each of the ``zones`` states] x H, in the step path's order; None without)
@@ -146,8 +171,7 @@ def _lstm(noise, x, Wh, ah, h0, c0, lengths, dirs, rd, zo, zt, vd, eps):
     perms, sizes, prev, order = _device_layout(lengths, dirs)
     n = len(perms[0])
     A = xp.empty((D, n, 4 * H), x.dtype)  # time-major pre-activations, then activations, [o i f g]
-    for d, p in enumerate(perms):
-        _to_oifg(x[p, d * 4 * H:(d + 1) * 4 * H], A[d], H)
+    _to_oifg(_time_major(x, perms, 4 * H), A, H)
     WhT = xp.empty((D, H, 4 * H), x.dtype)
     _to_oifg(Wh.reshape(D, 4 * H, H).transpose(0, 2, 1), WhT, H)
     C, Hs = xp.empty((D, n, H), x.dtype), xp.empty((D, n, H), x.dtype)
@@ -159,7 +183,8 @@ def _lstm(noise, x, Wh, ah, h0, c0, lengths, dirs, rd, zo, zt, vd, eps):
     if ah is not None:  # the normalised products and 1 / std per row, for the VJP
         gain = xp.empty((D, 1, 4 * H), x.dtype)
         _to_oifg(ah.reshape(D, 1, 4 * H), gain, H)
-        ln = (gain, xp.empty((D, n, 4 * H), x.dtype), xp.empty((D, n, 1), x.dtype))
+        R, rstd = xp.empty((D, n, 4 * H), x.dtype), xp.empty((D, n, 1), x.dtype)
+        ln = gain, R, rstd
     s = 0
     for b in sizes.tolist():
         a = A[:, s:s + b]
@@ -170,7 +195,6 @@ def _lstm(noise, x, Wh, ah, h0, c0, lengths, dirs, rd, zo, zt, vd, eps):
         if ln is None:
             a += r
         else:
-            gain, R, rstd = ln
             r -= r.mean(axis=-1, keepdims=True)
             rs = rstd[:, s:s + b]
             xp.sqrt((r * r).mean(axis=-1, keepdims=True) + eps, out=rs)
@@ -190,10 +214,7 @@ def _lstm(noise, x, Wh, ah, h0, c0, lengths, dirs, rd, zo, zt, vd, eps):
             hn[...] = kh * hp + (1 - kh) * hn
         h, c = hn, cn  # the next step's sentences are a prefix of these
         s += b
-    out = xp.empty((n, D * H), x.dtype)
-    for d, p in enumerate(perms):
-        out[p, d * H:(d + 1) * H] = Hs[d]
-    return out, (perms, sizes, order, prev, A, C, Hs, h_first, c_first, masks, ln)
+    return _packed(Hs, perms), (perms, sizes, order, prev, A, C, Hs, h_first, c_first, masks, ln)
 
 
 def _lstm_vjp(g, x, Wh, ah, h0, c0, lengths, dirs, res):
@@ -202,9 +223,7 @@ def _lstm_vjp(g, x, Wh, ah, h0, c0, lengths, dirs, res):
     drop, kc, kh, vh = masks if masks is not None else (None,) * 4
     D, H = len(dirs), Wh.shape[1]
     B, n0 = len(lengths), int(sizes[0])
-    G = xp.empty((D,) + Hs.shape[1:], x.dtype)
-    for d, p in enumerate(perms):
-        G[d] = g[p, d * H:(d + 1) * H]
+    G = _time_major(g, perms, H)
     # The gate derivatives depend on no other step: computed for all steps at once. The zoneout weights scale
     # the new values' share of each gradient, the kept share goes straight to the previous step.
     o, i, f, gg = A[:, :, :H], A[:, :, H:2 * H], A[:, :, 2 * H:3 * H], A[:, :, 3 * H:]
@@ -229,19 +248,17 @@ def _lstm_vjp(g, x, Wh, ah, h0, c0, lengths, dirs, res):
     dA = xp.empty_like(A)
     dA_ifg = dA[:, :, H:].reshape(D, -1, 3, H)
     dR = dA if ln is None else xp.empty_like(A)  # d (W_h h) per row: d pre-activation, through LN if there is one
+    if ln is not None:
+        gain, R, rstd = ln
     dh = xp.zeros((D, B, H), x.dtype)
     dc = xp.zeros((D, B, H), x.dtype)
-    ends = np.cumsum(sizes).tolist()
-    for t in range(len(ends) - 1, -1, -1):
-        b = int(sizes[t])
-        s = ends[t] - b
+    for s, b in _steps_back(sizes):
         dhn = G[:, s:s + b] + dh[:, :b]
         dcn = dhn * to_c[:, s:s + b]
         dcn += dc[:, :b]
         xp.multiply(dhn, P[:, s:s + b, :H], out=dA[:, s:s + b, :H])
         xp.multiply(dcn[:, :, None], P_ifg[:, s:s + b], out=dA_ifg[:, s:s + b])
         if ln is not None:  # through the normalisation: remove the gradient's components along 1 and along R
-            gain, R, rstd = ln
             gr, Rt = dA[:, s:s + b] * gain, R[:, s:s + b]
             dR[:, s:s + b] = rstd[:, s:s + b] * (gr - gr.mean(axis=-1, keepdims=True)
                                                  - Rt * (gr * Rt).mean(axis=-1, keepdims=True))
@@ -256,15 +273,12 @@ def _lstm_vjp(g, x, Wh, ah, h0, c0, lengths, dirs, res):
         h_prev = h_prev * vh
     dWh = xp.empty((D, 4 * H, H), x.dtype)
     _from_oifg(xp.matmul(h_prev.transpose(0, 2, 1), dR), dWh.transpose(0, 2, 1), H)
-    gx = xp.empty((len(x), D * 4 * H), x.dtype)
-    for d, p in enumerate(perms):
-        block = xp.empty((len(p), 4 * H), x.dtype)
-        _from_oifg(dA[d], block, H)
-        gx[p, d * 4 * H:(d + 1) * 4 * H] = block
-    grads = [gx, dWh.reshape(Wh.shape)]
+    dX = xp.empty_like(dA)
+    _from_oifg(dA, dX, H)
+    grads = [_packed(dX, perms), dWh.reshape(Wh.shape)]
     if ln is not None:
         dgain = xp.empty((D, 4 * H), x.dtype)
-        _from_oifg((dA * ln[1]).sum(axis=1), dgain, H)
+        _from_oifg((dA * R).sum(axis=1), dgain, H)
         grads.append(dgain.reshape(ah.shape))
     for v, dv in ((h0, dh), (c0, dc)):
         if v is not None:
@@ -289,10 +303,7 @@ def rnn_scan(x, Wh, h0=None, *, lengths, dirs):
     xp = backend.xp
     D, H = len(dirs), Wh.shape[1]
     perms, sizes, prev, order = _device_layout(lengths, dirs)
-    n = len(perms[0])
-    Hs = xp.empty((D, n, H), x.dtype)
-    for d, p in enumerate(perms):
-        Hs[d] = x[p, d * H:(d + 1) * H]
+    Hs = _time_major(x, perms, H)  # pre-activations, then each step's h
     WhT = xp.ascontiguousarray(Wh.reshape(D, H, H).transpose(0, 2, 1))
     h = h_first = _initial(h0, order, len(lengths), D, H, x.dtype)
     s = 0
@@ -302,64 +313,27 @@ def rnn_scan(x, Wh, h0=None, *, lengths, dirs):
         xp.tanh(a, out=a)
         h = a
         s += b
-    out = xp.empty((n, D * H), x.dtype)
-    for d, p in enumerate(perms):
-        out[p, d * H:(d + 1) * H] = Hs[d]
-    return out, (perms, sizes, order, prev, Hs, h_first)
+    return _packed(Hs, perms), (perms, sizes, order, prev, Hs, h_first)
 
 
 def rnn_scan_vjp(g, y, x, Wh, h0=None, *, lengths, dirs, res):
     xp = backend.xp
     perms, sizes, order, prev, Hs, h_first = res
     D, H = len(dirs), Wh.shape[1]
-    dA = xp.empty_like(Hs)  # gradient of each step's pre-activation
-    for d, p in enumerate(perms):
-        dA[d] = g[p, d * H:(d + 1) * H]
+    dA = _time_major(g, perms, H)  # becomes the gradient of each step's pre-activation
     deriv = 1 - Hs * Hs
     W = Wh.reshape(D, H, H)
     dh = xp.zeros((D, len(lengths), H), x.dtype)
-    ends = np.cumsum(sizes).tolist()
-    for t in range(len(ends) - 1, -1, -1):
-        b = int(sizes[t])
-        s = ends[t] - b
+    for s, b in _steps_back(sizes):
         da = dA[:, s:s + b]
         da += dh[:, :b]
         da *= deriv[:, s:s + b]
         dh[:, :b] = xp.matmul(da, W)
     dWh = xp.matmul(dA.transpose(0, 2, 1), _previous(Hs, h_first, prev, int(sizes[0])))
-    gx = xp.empty((len(x), D * H), x.dtype)
-    for d, p in enumerate(perms):
-        gx[p, d * H:(d + 1) * H] = dA[d]
-    grads = [gx, dWh.reshape(Wh.shape)]
+    grads = [_packed(dA, perms), dWh.reshape(Wh.shape)]
     if h0 is not None:
         grads.append(_initial_grad(dh, order, h0.ndim == 1))
     return tuple(grads)
-
-
-
-def _time_major(v, perms, width):
-    """Packed rows of ``v`` (directions side by side, ``width`` columns each) as (directions, time-major rows,
-    width)."""
-    out = backend.xp.empty((len(perms), len(perms[0]), width), v.dtype)
-    for d, p in enumerate(perms):
-        out[d] = v[p, d * width:(d + 1) * width]
-    return out
-
-
-def _packed(V, perms):
-    """The inverse of ``_time_major``: (directions, time-major rows, width) back to packed rows."""
-    D, n, width = V.shape
-    out = backend.xp.empty((n, D * width), V.dtype)
-    for d, p in enumerate(perms):
-        out[p, d * width:(d + 1) * width] = V[d]
-    return out
-
-
-def _steps_back(sizes):
-    """(first time-major row, sentences alive) of each step, the last step first."""
-    ends = np.cumsum(sizes).tolist()
-    for t in range(len(ends) - 1, -1, -1):
-        yield ends[t] - int(sizes[t]), int(sizes[t])
 
 
 def gru_scan(noise, x, Wh, bh, h0=None, *, lengths, dirs, rd=0.0, zo=0.0, zt=False, vd=0.0):
