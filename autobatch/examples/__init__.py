@@ -279,12 +279,13 @@ def add_ensemble_flag(ap):
                          "the members' probabilities (default 1: one model)")
 
 
-def train_ensemble(args, make_model, train, dev, evaluate, *, metric, unit, scored_dev, test=None):
+def train_ensemble(args, make_model, train, dev, evaluate, *, metric, unit, scored_dev, test=None,
+                   test_metric="test_accuracy"):
     """Train ``args.ensemble`` models with ``train_model`` (``make_model(seed)`` builds one; ``evaluate(model,
     examples)`` is the dev metric) and, with more than one, score their ensemble (``autobatch.ensemble``: the
     mean of the members' ``probs``) on ``scored_dev`` and ``test``, ``(x, label)`` lists. Returns the members
     and the summary: the first member's, plus per-member results and ``ensemble_<metric>`` /
-    ``ensemble_test_accuracy``; each member's ``test_accuracy`` when ``test`` is given."""
+    ``ensemble_<test_metric>``; each member's ``<test_metric>`` when ``test`` is given."""
     members, summaries = [], []
     for k in range(args.ensemble):
         member_args = argparse.Namespace(**{**vars(args), "seed": args.seed + k})  # its own shuffling too
@@ -292,17 +293,17 @@ def train_ensemble(args, make_model, train, dev, evaluate, *, metric, unit, scor
         _, summary = train_model(model, train, dev, lambda examples, m=model: evaluate(m, examples), member_args,
                                  metric=metric, unit=unit)
         if test is not None:  # the best epoch's parameters, restored by the Trainer
-            summary["test_accuracy"] = accuracy(model, test)
+            summary[test_metric] = accuracy(model, test)
         members.append(model)
         summaries.append(summary)
     summary = summaries[0]
     if len(members) > 1:
         ens = Ensemble(members)
-        keep = (metric, "test_accuracy", "best_epoch", "epochs", "train_seconds", "dev_curve")
+        keep = (metric, test_metric, "best_epoch", "epochs", "train_seconds", "dev_curve")
         summary = {**summary, "members": [{k: s[k] for k in keep if k in s} for s in summaries],
                    f"ensemble_{metric}": accuracy(ens, scored_dev)}
         if test is not None:
-            summary["ensemble_test_accuracy"] = accuracy(ens, test)
+            summary[f"ensemble_{test_metric}"] = accuracy(ens, test)
         each = ", ".join(f"{s[metric]:.4f}" for s in summaries)
         print(f"ensemble of {len(members)}: {metric} {summary[f'ensemble_{metric}']:.4f} (members {each})",
               flush=True)

@@ -126,13 +126,8 @@ def main(argv=None):
 
     roots = [(t, t.label) for t in test] if test is not None else None  # a tree's label is its root's
     _, summary = train_ensemble(args, make_model, train, dev, lambda m, ex: m.root_accuracy(ex), unit="trees",
-                                metric="dev_root_accuracy", scored_dev=[(t, t.label) for t in dev], test=roots)
-    def roots_named(d):  # the ensemble helper's test_accuracy is the root accuracy here
-        return {k.replace("test_accuracy", "test_root_accuracy"): v for k, v in d.items()}
-
-    summary = roots_named(summary)
-    if "members" in summary:
-        summary["members"] = [roots_named(m) for m in summary["members"]]
+                                metric="dev_root_accuracy", scored_dev=[(t, t.label) for t in dev], test=roots,
+                                test_metric="test_root_accuracy")
     return emit({**summary, "dev_majority_baseline": baseline, "train_trees": len(train), "dev_trees": len(dev),
                  "vocab_size": len(words), "data": args.data or "synthetic",
                  "wall_seconds": round(time.perf_counter() - t0, 3)})
