@@ -346,7 +346,9 @@ class _Recurrent:
             return sequence(self.transduce(rows(X), reverse))
         dirs = (("dirs", (bool(reverse),)),)
         x, outs = _node(g, X), []  # (refuses a sequence of an earlier graph)
-        seqs = self._start(g)[0]  # the variational masks, drawn first as in the step path
+        # The variational masks, drawn first as in the step path; nothing else of _start is needed here.
+        variational = self.variational and self.dropout and training()
+        seqs = self._start(g)[0] if variational else [None] * self.num_layers
         for layer, lid, seq in zip(self.layers, self._ids(g), seqs):
             x, attrs, aux = self._scan_regularisers(g, seq, layer, x, reverse)
             x = self._scan_layer(g, [lid], x, dirs + attrs, aux)
