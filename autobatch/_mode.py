@@ -40,7 +40,8 @@ def _inputs(folder, stem):
     if os.path.exists(pxd):
         files.append(pxd)
         with open(pxd, encoding="utf-8") as f:
-            files += [os.path.join(folder, m + ".pxd") for m in re.findall(r"^from autobatch\.(\w+) cimport", f.read(), re.M)]
+            cimported = re.findall(r"^from autobatch\.(\w+) cimport", f.read(), re.M)
+        files += [os.path.join(folder, m + ".pxd") for m in cimported]
     return [p for p in files if os.path.exists(p)]
 
 
