@@ -1,6 +1,7 @@
 """Learning curves of the examples' full runs (bench/RESULTS.md, issue 14) from what they printed: one line per
-epoch (``epoch N: ... <metric> V``; an ``--ensemble`` run prints each member's epochs in turn), drawn as the dev
-metric per epoch, one line per member, with the target as a dashed line.
+epoch (``epoch N: ... <metric> V``; an ``--ensemble`` run prints each member's epochs in turn, or with ``--jobs``
+interleaved, each line tagged ``[seed S]``), drawn as the dev metric per epoch, one line per member, with the
+target as a dashed line.
 
     python -m bench.curves run.log --metric dev_accuracy --target 0.95 --title "EWT tagger" --out bench/x.png
 """
@@ -9,16 +10,23 @@ import re
 
 from autobatch.plots import line_plot
 
+
 def curves(lines, metric):
-    """{member number: [metric per epoch]} from an example's printed lines (a member starts at epoch 1)."""
-    epoch = re.compile(rf"^epoch (\d+): .*; {re.escape(metric)} ([0-9.]+)")
+    """{member: [metric per epoch]} from an example's printed lines. Untagged lines are members 1, 2, ... in turn
+    (a member starts at epoch 1); lines tagged ``[seed S]`` belong to the member ``"seed S"``."""
+    epoch = re.compile(rf"^(?:\[seed (-?\d+)\] )?epoch (\d+): .*; {re.escape(metric)} ([0-9.]+)")
     out = {}
     for line in lines:
         m = epoch.match(line.strip())
-        if m:
-            if int(m.group(1)) == 1:
-                out[len(out) + 1] = []
-            out[len(out)].append(float(m.group(2)))
+        if not m:
+            continue
+        seed, n, value = m.groups()
+        if seed is not None:
+            out.setdefault(f"seed {seed}", []).append(float(value))
+            continue
+        if int(n) == 1:
+            out[len(out) + 1] = []
+        out[len(out)].append(float(value))
     return out
 
 
@@ -33,7 +41,8 @@ def main(argv=None):
     args = ap.parse_args(argv)
     with open(args.log) as f:
         found = curves(f, args.metric)
-    series = {(f"member {k}" if len(found) > 1 else args.metric): (range(1, len(v) + 1), v) for k, v in found.items()}
+    label = {k: (args.metric if len(found) == 1 else k if isinstance(k, str) else f"member {k}") for k in found}
+    series = {label[k]: (range(1, len(v) + 1), v) for k, v in found.items()}
     if args.target is not None:
         longest = max(len(v) for v in found.values())
         series[f"target {args.target:g}"] = ([1, longest], [args.target, args.target])

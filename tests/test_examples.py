@@ -29,7 +29,7 @@ def run(module, argv, capsys):
     metrics = module.main(argv)
     lines = capsys.readouterr().out.strip().splitlines()
     assert json.loads(lines[-1]) == metrics
-    assert any(line.startswith("epoch ") and ": train loss" in line for line in lines)
+    assert any(re.match(r"(\[seed \d+\] )?epoch \d+: train loss", line) for line in lines)
     run.lines = lines
     return metrics
 
@@ -399,3 +399,19 @@ def test_test_split_scores_on_real_data(capsys, real_data):
     m = run(tagger, SMALL + ["--data", str(path), "--epochs", "1", "--max-train", "100", "--max-dev", "30",
                              "--batch-size", "50", "--char-dim", "4", "--test"], capsys)
     assert 0.0 < m["test_accuracy"] < 1.0 and "characters" in run.lines[0]
+
+
+def test_ensemble_members_trained_in_processes_equal_those_trained_in_turn(capfd, tmp_path):
+    """``--jobs 2`` trains the members in two forked processes and sends their parameters back: the same
+    members, so the same scores, as one after another; each member checkpoints into its own folder. (capfd:
+    the workers print to the inherited file descriptor.)"""
+    argv = SMALL + ["--max-train", "80", "--max-dev", "30", "--epochs", "2", "--batch-size", "8", "--lr", "0.02",
+                    "--mlp", "16", "--vocab", "100", "--ensemble", "3", "--dropout", "0.2"]
+    in_turn = run(tagger, argv, capfd)
+    parallel = run(tagger, argv + ["--jobs", "2", "--checkpoint-dir", str(tmp_path)], capfd)
+    for key in ("dev_accuracy", "ensemble_dev_accuracy", "train_loss", "dev_curve"):
+        assert parallel[key] == in_turn[key]
+    assert [m["dev_accuracy"] for m in parallel["members"]] == [m["dev_accuracy"] for m in in_turn["members"]]
+    assert all(line.startswith("[seed ") for line in run.lines if "train loss" in line)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["seed_0", "seed_1", "seed_2"]
+    assert all((tmp_path / f"seed_{s}" / "last.npz").exists() for s in range(3))

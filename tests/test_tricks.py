@@ -76,3 +76,5 @@ def test_curves_read_each_members_epochs_from_an_examples_output(tmp_path):
     assert curves.main([str(log), "--metric", "dev_accuracy", "--target", "0.95", "--out", str(out)]) == {
         1: [0.91, 0.93], 2: [0.90]}
     assert out.read_bytes()[:4] == b"\x89PNG"
+    tagged = ["[seed 3] " + lines[1], "[seed 4] " + lines[3], "[seed 3] " + lines[2]]  # --jobs: interleaved
+    assert curves.curves(tagged, "dev_accuracy") == {"seed 3": [0.91, 0.93], "seed 4": [0.90]}

@@ -18,9 +18,11 @@ measures each trick with these flags.
 import argparse
 import json
 import math
+import multiprocessing
 import os
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -132,7 +134,7 @@ def recurrent(args, pc, input_dim, hidden, name):
 def check_args(ap, args):
     """Reject flag values the examples cannot use (argparse's own error: usage and exit status 2)."""
     for flag in ("epochs", "batch_size", "embed", "hidden", "mlp", "max_train", "max_dev", "patience", "layers",
-                 "clip_warmup", "ensemble"):
+                 "clip_warmup", "ensemble", "jobs"):
         v = getattr(args, flag, None)
         if v is not None and v < 1:
             ap.error(f"--{flag.replace('_', '-')} must be at least 1, got {v}")
@@ -152,6 +154,8 @@ def check_args(ap, args):
         ap.error("--test needs --data (the synthetic sets have no test split)")
     if args.keep_epochs and not args.checkpoint_dir:
         ap.error("--keep-epochs needs --checkpoint-dir")
+    if getattr(args, "jobs", 1) > 1 and getattr(args, "distributed", False):
+        ap.error("--jobs trains ensemble members in processes of their own; it cannot run under --distributed")
     args.comm = Communicator()
     if getattr(args, "distributed", False):
         try:
@@ -224,7 +228,7 @@ def train_model(model, train, dev, evaluate, args, *, metric, mode="max", unit="
             optimizer.lr *= rate
         per_token = trainer.epoch_loss_per_token
         ppl = f" (perplexity {math.exp(min(per_token, 700)):.2f})" if perplexity else ""
-        print(f"epoch {trainer.epoch}: train loss {sum(losses) / max(1, len(losses)):.4f} per minibatch ({how}), "
+        print(f"{getattr(args, 'tag', '')}epoch {trainer.epoch}: train loss {sum(losses) / max(1, len(losses)):.4f} per minibatch ({how}), "
               f"{per_token:.4f} per token{ppl}, {len(train) / seconds:.0f} {unit}/s; {metric} {value:.4f}{decay}",
               flush=True)
         mark[:] = time.perf_counter(), trainer.step
@@ -277,6 +281,8 @@ def add_ensemble_flag(ap):
                     help="train N models (seeds --seed .. --seed + N - 1, each with its own initialisation and "
                          "shuffling, each stopped early on dev) and also report their ensemble, which averages "
                          "the members' probabilities (default 1: one model)")
+    ap.add_argument("--jobs", type=int, default=1, metavar="J",
+                    help="with --ensemble: train J members at a time, each in its own process (default 1)")
 
 
 def train_ensemble(args, make_model, train, dev, evaluate, *, metric, unit, scored_dev, test=None,
@@ -285,17 +291,22 @@ def train_ensemble(args, make_model, train, dev, evaluate, *, metric, unit, scor
     examples)`` is the dev metric) and, with more than one, score their ensemble (``autobatch.ensemble``: the
     mean of the members' ``probs``) on ``scored_dev`` and ``test``, ``(x, label)`` lists. Returns the members
     and the summary: the first member's, plus per-member results and ``ensemble_<metric>`` /
-    ``ensemble_<test_metric>``; each member's ``<test_metric>`` when ``test`` is given."""
-    members, summaries = [], []
-    for k in range(args.ensemble):
-        member_args = argparse.Namespace(**{**vars(args), "seed": args.seed + k})  # its own shuffling too
-        model = make_model(member_args.seed)
-        _, summary = train_model(model, train, dev, lambda examples, m=model: evaluate(m, examples), member_args,
-                                 metric=metric, unit=unit)
-        if test is not None:  # the best epoch's parameters, restored by the Trainer
-            summary[test_metric] = accuracy(model, test)
-        members.append(model)
-        summaries.append(summary)
+    ``ensemble_<test_metric>``; each member's ``<test_metric>`` when ``test`` is given. With ``--jobs J`` > 1,
+    J members train at a time in forked processes; each sends back its parameters and summary, so the result
+    is the same as training them one after another."""
+    seeds = [args.seed + k for k in range(args.ensemble)]
+    job = (args, make_model, train, dev, evaluate, metric, unit, test, test_metric)
+    jobs = min(getattr(args, "jobs", 1), len(seeds))
+    if jobs > 1:
+        members, summaries = [], []
+        for seed, (params, summary) in zip(seeds, _in_processes(job, seeds, jobs)):
+            model = make_model(seed)
+            for p in model.pc.parameters():
+                p.set_value(params[p.name])
+            members.append(model)
+            summaries.append(summary)
+    else:
+        members, summaries = map(list, zip(*(_train_member(job, seed) for seed in seeds)))
     summary = summaries[0]
     if len(members) > 1:
         ens = Ensemble(members)
@@ -308,6 +319,43 @@ def train_ensemble(args, make_model, train, dev, evaluate, *, metric, unit, scor
         print(f"ensemble of {len(members)}: {metric} {summary[f'ensemble_{metric}']:.4f} (members {each})",
               flush=True)
     return members, summary
+
+
+def _train_member(job, seed):
+    """Train the ensemble member of ``seed``: returns the model and its summary."""
+    args, make_model, train, dev, evaluate, metric, unit, test, test_metric = job
+    own = {"seed": seed}  # its own initialisation and shuffling too
+    if args.ensemble > 1 and args.checkpoint_dir:  # each member's checkpoints apart from the others'
+        own["checkpoint_dir"] = str(Path(args.checkpoint_dir) / f"seed_{seed}")
+    if getattr(args, "jobs", 1) > 1:  # members in parallel interleave their lines
+        own["tag"] = f"[seed {seed}] "
+    member_args = argparse.Namespace(**{**vars(args), **own})
+    model = make_model(seed)
+    _, summary = train_model(model, train, dev, lambda examples: evaluate(model, examples), member_args,
+                             metric=metric, unit=unit)
+    if test is not None:  # the best epoch's parameters, restored by the Trainer
+        summary[test_metric] = accuracy(model, test)
+    return model, summary
+
+
+_JOB = None  # the ensemble a forked worker trains a member of: inherited, because closures cannot be pickled
+
+
+def _member_in_process(seed):
+    model, summary = _train_member(_JOB, seed)
+    return {p.name: p.value() for p in model.pc.parameters()}, summary
+
+
+def _in_processes(job, seeds, jobs):
+    """``_train_member`` for every seed, ``jobs`` at a time in forked processes; the parameters by name and the
+    summary of each, in seed order."""
+    global _JOB
+    _JOB = job
+    try:
+        with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("fork")) as pool:
+            return list(pool.map(_member_in_process, seeds))
+    finally:
+        _JOB = None
 
 
 def emit(metrics):
