@@ -102,17 +102,21 @@ class Signature:
     """What nodes must share to run in one kernel call: op, attributes, input shapes, dtypes and whether they
     are sequences, and the identity of shared inputs. ``kp`` numbers the (shape, dtype, sequence) triple;
     consumers put it in their own keys. ``shape`` is a sequence's row shape. ``param`` is a weak reference to
-    the parameter a parameter's signature reads (None for other signatures): signatures outlive models."""
+    the parameter a parameter's signature reads (None for other signatures): signatures outlive models.
+    ``const`` is the global id of the constant that the nodes of a parameter's or a static signature hold (-1
+    for every other signature): a node is computed from parameters alone exactly when its signature's
+    ``const`` is set, so ``Graph.add`` reads that from the signature it fetches anyway."""
 
     __slots__ = ("id", "prim", "attrs", "kw", "shape", "dtype", "kp", "shared", "expand", "batchable", "param",
-                 "ragged", "seq_inputs")
+                 "ragged", "seq_inputs", "const")
 
     def __init__(self, sid, prim, attrs, shape, dtype, kp, shared, expand, batchable, param=None, ragged=False,
-                 seq_inputs=()):
+                 seq_inputs=(), const=-1):
         self.id, self.prim, self.attrs, self.kw = sid, prim, attrs, dict(attrs)
         self.shape, self.dtype, self.kp = shape, dtype, kp
         self.shared, self.expand, self.batchable, self.param = shared, expand, batchable, param
         self.ragged, self.seq_inputs = ragged, seq_inputs  # output is a sequence; which inputs are
+        self.const = const
 
     def describe(self):
         """A short human-readable form, e.g. ``matmul, xvec=True -> (64,)`` (``[T] x`` for sequences)."""
@@ -139,11 +143,9 @@ class Graph:
         self.n_loc = []
         self.first_pending = 0  # every node below this id has run
         self.n_site = [] if check_finite else None
-        self.static = set()  # nodes computed from parameters only: the same for every example
         self.weak = {}  # leaves built without a dtype (they take the dtype of the values they meet: _unify) ->
         # the numbers given, where the leaf's dtype rounded them (else None)
         self._weak_of, self._retyped = {}, {}  # whether a node derives from weak leaves only; its copy per dtype
-        self._const_id = {}  # such a node's global constant id
         self._sigs, self.signatures, self.local = {}, [], {}  # signatures used here; their index here
         self._param_node, self._cse = {}, {}  # parameter uid -> node (the graph holds no Parameter)
         self.ref = weakref.ref(self)  # what parameters remember as their last graph
@@ -193,8 +195,9 @@ class Graph:
         elementwise = prim.kind == "elementwise"  # bool(): compiled, Cython 3.3 miscompiles `object and bint`
         expand = tuple(bool(elementwise) and not sh and len(s) < len(shape) for s, sh in zip(shapes, shared))
         kp = _KINDS.setdefault((shape, dtype, ragged), len(_KINDS))
+        const = key[1] if type(key[0]) is str else -1  # ("param", id) or ("static", id): a constant's nodes
         sig = Signature(next(_sig_ids), prim, attrs, shape, dtype, kp, shared, expand, batchable,
-                        None if param is None else weakref.ref(param), ragged, seq_inputs)
+                        None if param is None else weakref.ref(param), ragged, seq_inputs, const)
         if not promoted:  # the default may change, so a promotion stays local to this graph
             _publish(key, sig)
         return sig
@@ -223,37 +226,48 @@ class Graph:
     def add(self, prim, args, attrs=(), aux=None, rows=None):
         """Record a node of ``prim`` over input node ids ``args``; returns its id. Nothing is computed.
         ``rows``: the node is a sequence of that many rows (one per item of its per-node data)."""
-        n_sig, static, n_depth, const = self.n_sig, self.static, self.n_depth, self._const_id
-        if prim.seq == "build":
+        n_sig, n_depth = self.n_sig, self.n_depth
+        if prim.builds:
             return self._add_sequence(prim, args, attrs)
         k = len(args)
-        # The common cases first, unrolled: this is the hottest code of model code (typed locals when compiled)
-        if k == 1 and args[0] not in static:
+        # The common cases first, unrolled: this is the hottest code of model code (typed locals when compiled).
+        # An input computed from parameters alone (its signature's const is set) enters the key as its constant
+        # where the op shares it (a weight matrix: one for the batch), else as its kind.
+        if k == 1:
             a = args[0]
             sa = n_sig[a]
-            key, depth = (prim, attrs, sa.kp), n_depth[a] + 1
-        elif k == 2 and args[0] not in static and args[1] not in static:
-            a, b = args
+            depth = n_depth[a] + 1
+            if sa.const >= 0 and prim.constant_foldable:
+                return self._add_static(prim, args, attrs)
+            key = (prim, attrs, -1 - sa.const if sa.const >= 0 and prim.shares else sa.kp)  # (a lookup's table)
+        elif k == 2:
+            a, b = args[0], args[1]
             sa, sb = n_sig[a], n_sig[b]
-            key, depth = (prim, attrs, sa.kp, sb.kp), max(n_depth[a], n_depth[b]) + 1
-        elif k == 1 and prim.shares and not prim.constant_foldable:  # a lookup (its input is shared)
-            a = args[0]
-            key, depth = (prim, attrs, -1 - const[a]), n_depth[a] + 1
-        else:  # no input, or 3 or more, or some computed from parameters alone: one loop counts those
-            n_static = 0
+            depth = max(n_depth[a], n_depth[b]) + 1
+            if sa.const >= 0 and sb.const >= 0 and prim.constant_foldable:
+                return self._add_static(prim, args, attrs)
+            if prim.shares:  # (-1 - const for a shared input, its kind otherwise)
+                key = (prim, attrs, sa.kp if sa.const < 0 else -1 - sa.const,
+                       sb.kp if sb.const < 0 else -1 - sb.const)
+            else:
+                key = (prim, attrs, sa.kp, sb.kp)
+        else:  # no input, or 3 or more: one loop counts the static ones, another makes the key
+            n_static, depth = 0, -1
             for a in args:
-                if a in static:
+                sa = n_sig[a]
+                if sa.const >= 0:
                     n_static += 1
+                if n_depth[a] > depth:
+                    depth = n_depth[a]
             if k and n_static == k and prim.constant_foldable:
                 return self._add_static(prim, args, attrs)
             shares = False  # a shared parameter (or constant) input is passed once; its identity joins the key
             if n_static and prim.shares:
                 shares = True
-            parts, depth = [prim, attrs], -1
+            parts = [prim, attrs]
             for a in args:
-                parts.append(-1 - const[a] if shares and a in static else n_sig[a].kp)
-                if n_depth[a] > depth:
-                    depth = n_depth[a]
+                sa = n_sig[a]
+                parts.append(-1 - sa.const if shares and sa.const >= 0 else sa.kp)
             key, depth = tuple(parts), depth + 1
         if rows is not None:
             key += ("rows",)
@@ -290,12 +304,10 @@ class Graph:
         key = (prim, attrs, args)
         n = self._cse.get(key)
         if n is None:
-            inputs = tuple(self._const_id[a] for a in args)
+            inputs = tuple([self.n_sig[a].const for a in args])
             uid = _constant((prim, attrs, inputs), inputs)
             sig = self._sigs.get(("static", uid)) or self._signature(("static", uid), prim, attrs, args, False)
             n = self._append(sig, args, max(self.n_depth[a] for a in args) + 1)
-            self.static.add(n)
-            self._const_id[n] = uid
             self._cse[key] = n
         return n
 
@@ -325,7 +337,7 @@ class Graph:
             m = stack[-1]
             if m in memo:
                 stack.pop()
-            elif m in self.weak or m in self.static or not n_args[m]:
+            elif m in self.weak or self.n_sig[m].const >= 0 or not n_args[m]:
                 memo[m] = m in self.weak
                 stack.pop()
             else:
@@ -373,7 +385,7 @@ class Graph:
             else:
                 args = tuple(memo.get((a, dtype), a) for a in n_args[m])
                 # A sequence keeps its row count, which its inputs' need not give (a slice, a tree's nodes).
-                rows = None if sig.prim.seq == "build" else self.n_rows.get(m)
+                rows = None if sig.prim.builds else self.n_rows.get(m)
                 copy = self.add(sig.prim, args, sig.attrs, aux, rows)
             memo[(m, dtype)] = copy
         return memo.get((n, dtype), n)
@@ -386,8 +398,6 @@ class Graph:
             uid = _constant(("param", param.uid), ())
             sig = self._sigs.get(("param", uid)) or self._signature(("param", uid), PARAM, attrs, (), False, param)
             n = self._append(sig, (), 0, param.data)
-            self.static.add(n)
-            self._const_id[n] = uid
             self._param_node[param.uid] = n
         param._node = (self.ref, n)  # weak: a parameter must not keep the last graph that read it alive
         return n
@@ -423,6 +433,10 @@ class Graph:
         b, p = divmod(self.n_loc[n], STRIDE)
         rows = self.n_rows.get(n)
         return self.batches[b].out[p] if rows is None else self.batches[b].out[p:p + rows]
+
+    def is_static(self, n):
+        """Whether node ``n`` is computed from parameters alone (the same value for every example)."""
+        return self.n_sig[n].const >= 0
 
     def shape_of(self, n):
         """The full shape of node ``n``'s value (a sequence's starts with its row count)."""

@@ -18,7 +18,7 @@ def _on_device(a):
     return a if backend.is_device_array(a) else backend.to_device(a)
 
 
-class Parameter(ops.Operators):
+class Parameter(ops.Leaf):
     """A trainable array. Used in expressions directly (``W @ x``); ``.grad`` is its accumulated gradient."""
 
     is_lookup = False

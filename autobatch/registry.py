@@ -6,50 +6,16 @@ takes shared (parameter) inputs without a batch axis and the engine sums their g
 a ``leaf`` makes values from per-node data. Adding an op is adding a record here and its kernels in ``kernels/``;
 the registry-driven tests then demand a reference and a gradient check for it.
 """
-from dataclasses import dataclass
-from typing import Callable, Optional
-
 import numpy as np
 
 from autobatch.kernels import dropout as _dropout, elementwise as ew, linalg, norm as _norm, recurrent as _rec
 from autobatch.kernels import scan, sequence as _seq, softmax as sm, structure as st, tree as _tree
 
+from .primitive import Primitive
+
 
 class ShapeError(ValueError):
     """A shape rule rejected its inputs (the engine adds the op name and the user's file:line)."""
-
-
-@dataclass(frozen=True, eq=False)
-class Primitive:
-    """One operation: ``shape(shapes, **attrs) -> out shape``, ``fwd``/``vjp`` kernels (see ``kernels``)."""
-
-    name: str
-    kind: str  # "leaf" | "elementwise" | "structural"
-    shape: Callable
-    fwd: Callable
-    vjp: Optional[Callable]
-    shares: bool = False  # accepts shared (parameter) inputs without a batch axis
-    aux: Optional[str] = None  # per-node data batched as "index" (an int array) or "list"
-    random: bool = False  # draws random numbers: never treated as a constant of the graph
-    stacks: bool = False  # its (many, same-shape) inputs arrive as ONE array, stacked on axis 1
-    residual: bool = False  # fwd returns (out, saved) and the VJP receives ``res=saved`` (no recomputation)
-    # How it treats a *sequence* input (a value of T rows, T differing per example; see graph.py): "rows" applies
-    # it to each row (a sequence comes out); "keep"/"reduce" need each example's row count (``lengths=``) and
-    # give a sequence / one value back; "build" makes a sequence of its inputs; "none" refuses sequences.
-    seq: str = "none"
-    must_share: tuple = ()  # inputs that must be parameters (or computed from them alone): one for the batch
-    # Integer inputs give integer values (+, *, sums, selection). Without it an op's values are floats (tanh, /,
-    # sqrt), so integer inputs give the float default, as in NumPy and PyTorch (see ``Graph._new_signature``).
-    # A function of the attributes where they decide (x * 2 keeps integers, x * 0.5 does not).
-    keeps_int: object = False
-
-    def __post_init__(self):
-        # Applied to parameters alone, the result is the same for every example (no per-node data, no
-        # randomness), so it is computed once per graph.
-        object.__setattr__(self, "constant_foldable", self.aux is None and not self.random)
-
-    def __repr__(self):
-        return f"<primitive {self.name}>"
 
 
 REGISTRY = {}

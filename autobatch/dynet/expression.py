@@ -218,7 +218,7 @@ def align(g, ids, shares=True):
                 if r != 1:
                     raise ValueError(errors.at(f"batch sizes {r} and {B} do not match"))
                 n = repeat(g, g.add(R.PICK_ROW, (n,), (), 0), B)
-        elif not (shares and n in g.static):
+        elif not (shares and g.is_static(n)):
             n = repeat(g, n, B)
         out.append(n)
     return tuple(out)
