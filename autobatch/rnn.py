@@ -28,7 +28,8 @@ from autobatch.kernels import backend
 
 from . import errors
 from . import graph as _graph
-from . import registry as R
+from .registry import (ADD, AFFINE, CONCAT, DROPOUT, ESUM, GRU_HIDDEN, GRU_SCAN, LAYER_NORM, LSTM_CELL, LSTM_HIDDEN,
+    LSTM_LN_SCAN, LSTM_SCAN, MATMUL, RNN_HIDDEN, RNN_SCAN, ZEROS)  # globals: one cached look-up each, compiled
 from .ops import Expression, _node, rows, sequence
 from .regularize import check_p, given_noise, graph_noise, noise as _noise, p_attrs, training
 
@@ -73,27 +74,27 @@ def lstm_cell(gates, c_prev, *, recurrent_dropout=0.0, zoneout=0.0, noise=None):
     """The LSTM memory from stacked gate pre-activations [i f g o]: c = f * c_prev + i * d(g) with d the
     recurrent dropout of the candidate g, then zoneout against c_prev. ``noise``: the uniforms, [d part | zoneout
     part], each of c's size (default: drawn from the graph's collection)."""
-    return _cell_node(R.LSTM_CELL, "lstm_cell", (gates, c_prev), _width("lstm_cell", c_prev), recurrent_dropout,
+    return _cell_node(LSTM_CELL, "lstm_cell", (gates, c_prev), _width("lstm_cell", c_prev), recurrent_dropout,
                       zoneout, noise)
 
 
 def lstm_hidden(gates, c, h_prev=None, *, zoneout=0.0, noise=None):
     """The LSTM output h = o * tanh(c) from stacked gate pre-activations [i f g o], zoned out against h_prev."""
     args = (gates, c) + _prev("lstm_hidden", h_prev, zoneout)
-    return _cell_node(R.LSTM_HIDDEN, "lstm_hidden", args, _width("lstm_hidden", c), 0.0, zoneout, noise, with_rd=False)
+    return _cell_node(LSTM_HIDDEN, "lstm_hidden", args, _width("lstm_hidden", c), 0.0, zoneout, noise, with_rd=False)
 
 
 def gru_hidden(xpart, hpart, h_prev, *, recurrent_dropout=0.0, zoneout=0.0, noise=None):
     """PyTorch's GRU update from xpart = W_i x + b_i and hpart = W_h h + b_h, stacked [r z n]:
     r, z = sigmoid(x_rz + h_rz); n = tanh(x_n + r * h_n); h = (1 - z) * d(n) + z * h_prev, zoned out."""
-    return _cell_node(R.GRU_HIDDEN, "gru_hidden", (xpart, hpart, h_prev), _width("gru_hidden", h_prev),
+    return _cell_node(GRU_HIDDEN, "gru_hidden", (xpart, hpart, h_prev), _width("gru_hidden", h_prev),
                       recurrent_dropout, zoneout, noise)
 
 
 def rnn_hidden(pre, h_prev=None, *, recurrent_dropout=0.0, zoneout=0.0, noise=None):
     """The Elman update h = d(tanh(pre)), zoned out against h_prev."""
     args = (pre,) + _prev("rnn_hidden", h_prev, zoneout)
-    return _cell_node(R.RNN_HIDDEN, "rnn_hidden", args, _width("rnn_hidden", pre), recurrent_dropout, zoneout, noise)
+    return _cell_node(RNN_HIDDEN, "rnn_hidden", args, _width("rnn_hidden", pre), recurrent_dropout, zoneout, noise)
 
 
 # ---- blocks -------------------------------------------------------------------------------------------------
@@ -188,7 +189,7 @@ class _Recurrent:
         if self._graph is not g.ref:  # weak: a block must not keep its last graph alive
             self._graph = g.ref
             self._layer_ids = [layer.ids(g) for layer in self.layers]
-            self._zero = None if self.learned_init else g.add(R.ZEROS, (), self._zeros_attrs)
+            self._zero = None if self.learned_init else g.add(ZEROS, (), self._zeros_attrs)
         return self._layer_ids
 
     def _start(self, g):
@@ -202,8 +203,8 @@ class _Recurrent:
                 xnoise, hnoise = noise.uniforms(layer.dim), noise.uniforms(self.hidden_dim)
             if train and self.dropconnect:
                 attrs = p_attrs(self.dropconnect)
-                Wx = g.add(R.DROPOUT, (Wx,), attrs, noise.uniforms(layer.Wx.data.size).reshape(layer.Wx.shape))
-                Wh = g.add(R.DROPOUT, (Wh,), attrs, noise.uniforms(layer.Wh.data.size).reshape(layer.Wh.shape))
+                Wx = g.add(DROPOUT, (Wx,), attrs, noise.uniforms(layer.Wx.data.size).reshape(layer.Wx.shape))
+                Wh = g.add(DROPOUT, (Wh,), attrs, noise.uniforms(layer.Wh.data.size).reshape(layer.Wh.shape))
             seqs.append(_Sequence(train, xnoise, hnoise, Wx, Wh))
         if self.learned_init:
             return seqs, [lid.h0 for lid in ids], [lid.c0 for lid in ids]
@@ -220,26 +221,26 @@ class _Recurrent:
     def _xpart(self, g, layer, lid, seq, x):
         """b + W_x x' (or LN(W_x x'; a_x, b)), x' = x under dropout."""
         if seq.xnoise is not None:
-            x = g.add(R.DROPOUT, (x,), p_attrs(self.dropout), seq.xnoise)
+            x = g.add(DROPOUT, (x,), p_attrs(self.dropout), seq.xnoise)
         elif seq.train and self.dropout:
-            x = g.add(R.DROPOUT, (x,), p_attrs(self.dropout), self.noise.uniforms(layer.dim))
+            x = g.add(DROPOUT, (x,), p_attrs(self.dropout), self.noise.uniforms(layer.dim))
         if self.layer_norm:
-            return g.add(R.LAYER_NORM, (g.add(R.MATMUL, (seq.Wx, x), _XVEC), lid.ax, lid.bx), _LN)
-        return g.add(R.AFFINE, (lid.bx, seq.Wx, x), _XVEC)
+            return g.add(LAYER_NORM, (g.add(MATMUL, (seq.Wx, x), _XVEC), lid.ax, lid.bx), _LN)
+        return g.add(AFFINE, (lid.bx, seq.Wx, x), _XVEC)
 
     def _hpart(self, g, lid, seq, h, fresh, bias):
         """bias + W_h h' (or LN(W_h h'; a_h, bias)), h' = h under the variational mask; bias alone for a zero
         initial h (also with layer norm: LN of a zero vector is its bias)."""
         if fresh and not self.learned_init:
             return bias
-        hh = h if seq.hnoise is None else g.add(R.DROPOUT, (h,), p_attrs(self.dropout), seq.hnoise)
+        hh = h if seq.hnoise is None else g.add(DROPOUT, (h,), p_attrs(self.dropout), seq.hnoise)
         if self.layer_norm:
-            return g.add(R.LAYER_NORM, (g.add(R.MATMUL, (seq.Wh, hh), _XVEC), lid.ah, bias), _LN)
+            return g.add(LAYER_NORM, (g.add(MATMUL, (seq.Wh, hh), _XVEC), lid.ah, bias), _LN)
         if fresh and hh == h and seq.Wh == lid.Wh:
             # A learned h0 and W_h are both parameters: their product is computed once for the graph and added
             # (affine does not take a per-example bias with a shared matrix and a shared vector).
-            return g.add(R.ADD, (bias, g.add(R.MATMUL, (seq.Wh, hh), _XVEC)))
-        return g.add(R.AFFINE, (bias, seq.Wh, hh), _XVEC)
+            return g.add(ADD, (bias, g.add(MATMUL, (seq.Wh, hh), _XVEC)))
+        return g.add(AFFINE, (bias, seq.Wh, hh), _XVEC)
 
     def _uniforms(self, n):
         return self.noise.uniforms(n) if n else None
@@ -263,7 +264,7 @@ class _Recurrent:
     def _combined(self, g, outs):
         if self.combine == "last" or len(outs) == 1:
             return outs[-1]
-        return [g.add(R.ESUM, col) for col in zip(*outs)]
+        return [g.add(ESUM, col) for col in zip(*outs)]
 
     def initial_state(self):
         """The state before the first input: zeros, or the learned initial state. Masks of the sequence
@@ -326,9 +327,9 @@ class _Recurrent:
             if reverse:  # the step path reads the sentence backwards
                 u = u[::-1]
         if wx:
-            x = g.add(R.DROPOUT, (x,), p_attrs(self.dropout), u[:, :wx])
+            x = g.add(DROPOUT, (x,), p_attrs(self.dropout), u[:, :wx])
         elif vd:  # one mask for every row
-            x = g.add(R.DROPOUT, (x,), p_attrs(vd), backend.xp.tile(seq.xnoise, (g.shape_of(x)[0], 1)))
+            x = g.add(DROPOUT, (x,), p_attrs(vd), backend.xp.tile(seq.xnoise, (g.shape_of(x)[0], 1)))
         if not (rd or zo or vd):
             return x, (), None
         aux = (u[:, wx:] if width > wx else None, seq.hnoise if vd else None)
@@ -355,7 +356,7 @@ class _Recurrent:
             outs.append(x)
         if self.combine == "sum":
             for layer_out in outs[:-1]:
-                x = g.add(R.ADD, (x, layer_out))
+                x = g.add(ADD, (x, layer_out))
         return Expression(g, x)
 
     def _scan_layer(self, g, lids, x, attrs, aux=None):
@@ -363,14 +364,14 @@ class _Recurrent:
         run side by side, their parameters stacked — constants of the graph, computed once)."""
         def stacked(name):
             ids = tuple(getattr(lid, name) for lid in lids)
-            return ids[0] if len(ids) == 1 else g.add(R.CONCAT, ids, _AXIS0)
+            return ids[0] if len(ids) == 1 else g.add(CONCAT, ids, _AXIS0)
 
         init = (stacked("h0"),) + ((stacked("c0"),) if self._has_memory else ()) if self.learned_init else ()
         if self.layer_norm:  # one direction (see BiRNN._one_scan): LN(W_x x; a_x, b), then LN(W_h h; a_h) inside
             lid, = lids
-            gates = g.add(R.LAYER_NORM, (g.add(R.MATMUL, (lid.Wx, x), _XVEC), lid.ax, lid.bx), _LN)
+            gates = g.add(LAYER_NORM, (g.add(MATMUL, (lid.Wx, x), _XVEC), lid.ax, lid.bx), _LN)
             return g.add(self._ln_scan, (gates, lid.Wh, lid.ah) + init, attrs + _LN, aux)
-        gates = g.add(R.AFFINE, (stacked("bx"), stacked("Wx"), x), _XVEC)
+        gates = g.add(AFFINE, (stacked("bx"), stacked("Wx"), x), _XVEC)
         params = tuple(stacked(name) for name in ("Wh",) + self._scan_params)
         return g.add(self._scan, (gates,) + params + init, attrs, aux)
 
@@ -443,8 +444,8 @@ class LSTM(_Recurrent):
 
     GATES = 4
     _has_memory = True
-    _scan = R.LSTM_SCAN
-    _ln_scan = R.LSTM_LN_SCAN
+    _scan = LSTM_SCAN
+    _ln_scan = LSTM_LN_SCAN
     _scan_regularised = True
     _zones = 2
 
@@ -455,8 +456,8 @@ class LSTM(_Recurrent):
     def _step(self, g, layer, lid, seq, x, h, c, fresh):
         gates = self._hpart(g, lid, seq, h, fresh, self._xpart(g, layer, lid, seq, x))
         cell, ncell, hidden, nhidden = self._attrs[seq.train]
-        c = g.add(R.LSTM_CELL, (gates, c), cell, self._uniforms(ncell))
-        return g.add(R.LSTM_HIDDEN, (gates, c, h) if self.zoneout else (gates, c), hidden,
+        c = g.add(LSTM_CELL, (gates, c), cell, self._uniforms(ncell))
+        return g.add(LSTM_HIDDEN, (gates, c, h) if self.zoneout else (gates, c), hidden,
                      self._uniforms(nhidden)), c
 
 
@@ -468,7 +469,7 @@ class GRU(_Recurrent):
 
     GATES = 3
     _separate_recurrent_bias = True
-    _scan = R.GRU_SCAN
+    _scan = GRU_SCAN
     _scan_params = ("bh",)
     _scan_regularised = True
 
@@ -480,19 +481,19 @@ class GRU(_Recurrent):
         xpart = self._xpart(g, layer, lid, seq, x)
         hpart = self._hpart(g, lid, seq, h, fresh, lid.bh)
         cell, ncell = self._attrs[seq.train][:2]
-        return g.add(R.GRU_HIDDEN, (xpart, hpart, h), cell, self._uniforms(ncell)), None
+        return g.add(GRU_HIDDEN, (xpart, hpart, h), cell, self._uniforms(ncell)), None
 
 
 class RNN(_Recurrent):
     """Elman RNN: h = tanh(W_x x + W_h h + b). Options as for LSTM (recurrent dropout on the new tanh value,
     zoneout on h). Nodes per step: 3 (2 on the recurrent path)."""
 
-    _scan = R.RNN_SCAN
+    _scan = RNN_SCAN
 
     def _step(self, g, layer, lid, seq, x, h, c, fresh):
         pre = self._hpart(g, lid, seq, h, fresh, self._xpart(g, layer, lid, seq, x))
         cell, ncell = self._attrs[seq.train][:2]
-        return g.add(R.RNN_HIDDEN, (pre, h) if self.zoneout else (pre,), cell, self._uniforms(ncell)), None
+        return g.add(RNN_HIDDEN, (pre, h) if self.zoneout else (pre,), cell, self._uniforms(ncell)), None
 
 
 class BiRNN:
@@ -527,5 +528,5 @@ class BiRNN:
             return Expression(g, fwd._scan_layer(g, lids, _node(g, xs), (("dirs", (False, True)),)))
         f, b = self.fwd.transduce(xs), self.bwd.transduce(xs, reverse=True)
         if isinstance(f, Expression):
-            return Expression(g, g.add(R.CONCAT, (f.i, b.i), _AXIS0))
-        return [Expression(g, g.add(R.CONCAT, (fi.i, bi.i), _AXIS0)) for fi, bi in zip(f, b)]
+            return Expression(g, g.add(CONCAT, (f.i, b.i), _AXIS0))
+        return [Expression(g, g.add(CONCAT, (fi.i, bi.i), _AXIS0)) for fi, bi in zip(f, b)]
