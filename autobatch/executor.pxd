@@ -7,7 +7,8 @@ cimport cython
                k=Py_ssize_t, order=list)
 cpdef tuple _order(graph, list nodes, list args, sig)
 
-@cython.locals(n_loc=list, first="long long", size=Py_ssize_t, k=Py_ssize_t, b0="long long", p0="long long")
+@cython.locals(n_loc=list, first="long long", size=Py_ssize_t, k=Py_ssize_t, b0="long long", p0="long long",
+               locs=list, loc="long long", one=bint)
 cpdef tuple _gather(graph, list src)
 
 @cython.locals(n_sig=list, n_args=list, n_loc=list, batches=list, nodes=list, args=list, build=bint,

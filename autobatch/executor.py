@@ -60,8 +60,12 @@ def _gather(graph, src):
         p0 = first - b0 * STRIDE
         return graph.batches[b0].out[p0:p0 + size], (SLICE, b0, p0)
     locs = [n_loc[a] for a in src]
-    bs = [loc // STRIDE for loc in locs]
-    if bs.count(b0) == size:
+    one = True  # all in batch b0 (a loop, not a list of batch ids: compiled, C division, no int objects)
+    for loc in locs:
+        if loc // STRIDE != b0:
+            one = False
+            break
+    if one:
         idx = np.array(locs, dtype=np.intp) - b0 * STRIDE
         idx = backend.to_device(idx)  # kept on the device for the backward pass
         return graph.batches[b0].out[idx], (TAKE, b0, idx, len(set(locs)) == size)

@@ -96,17 +96,21 @@ def _agenda(graph, targets):
     # One walk from the targets (as in ``pending``) also counts each node's pending inputs and records its
     # consumers and its signature's index.
     left = 0  # nodes waiting for an input
+    # Compiled, the node ids n, a, c stay the int objects the graph holds, moved between lists as they are; ni,
+    # ai, ci are their C values for arithmetic. (Typed ids were boxed anew at every append: 10 per node.)
     while stack:
         n = stack.pop()
-        sid = local[n_sig[n]]
-        sid_of[n - lo] = sid
+        ni = n
+        sid = local[n_sig[ni]]
+        sid_of[ni - lo] = sid
         count[sid] += 1
-        depth_sum[sid] += n_depth[n]
+        depth_sum[sid] += n_depth[ni]
         k = 0
-        for a in n_args[n]:
-            if n_loc[a] < 0:
+        for a in n_args[ni]:
+            ai = a
+            if n_loc[ai] < 0:
                 k += 1
-                i = a - lo
+                i = ai - lo
                 cs = consumers[i]
                 if cs is None:  # most nodes have one consumer: kept as the id itself, a list only from two on
                     consumers[i] = n
@@ -118,7 +122,7 @@ def _agenda(graph, targets):
                     need[i] = 1
                     stack.append(a)
         if k:
-            waiting[n - lo] = k
+            waiting[ni - lo] = k
             left += 1
         else:
             leaves.append(n)
@@ -135,7 +139,8 @@ def _agenda(graph, targets):
     released = leaves  # nodes whose inputs have all run, not yet in a ready list
     while True:
         for c in released:
-            sid = sid_of[c - lo]
+            ci = c
+            sid = sid_of[ci - lo]
             r = ready[sid]
             if r is None:
                 ready[sid] = [c]
@@ -156,11 +161,13 @@ def _agenda(graph, targets):
         plan.append(batch)
         released = []
         for n in batch:
-            cs = consumers[n - lo]
+            ni = n
+            cs = consumers[ni - lo]
             if cs is None:
                 continue
             for c in (cs,) if type(cs) is int else cs:
-                i = c - lo
+                ci = c
+                i = ci - lo
                 k = waiting[i] - 1
                 waiting[i] = k
                 if not k:

@@ -7,14 +7,24 @@ import pytest
 from bench import build_cost
 
 
-@pytest.mark.parametrize("task, style", [("tree", "prim"), ("tagger", "agenda")])
-def test_counts_the_nodes_of_the_builds_and_their_time(task, style, capsys):
-    one = build_cost.main(["--task", task, "--style", style, "--batch-size", "4", "--no-valgrind"])
-    two = build_cost.main(["--task", task, "--style", style, "--batch-size", "4", "--repeats", "2",
-                           "--no-valgrind"])
+@pytest.mark.parametrize("task, style, stage", [("tree", "prim", "build"), ("tagger", "agenda", "build"),
+                                               ("tree", "prim", "forward"), ("tagger", "agenda", "backward")])
+def test_counts_the_nodes_of_the_builds_and_their_time(task, style, stage, capsys):
+    argv = ["--task", task, "--style", style, "--stage", stage, "--batch-size", "4", "--no-valgrind"]
+    one = build_cost.main(argv)
+    two = build_cost.main(argv + ["--repeats", "2"])
     assert one["nodes"] > 4 * 5 and two["nodes"] == 2 * one["nodes"]  # every graph the same, freshly built
     assert one["us_per_node"] > 0
-    assert f"{task} {style}, minibatch 4" in capsys.readouterr().out
+    assert f"{task} {style} {stage}, minibatch 4" in capsys.readouterr().out
+
+
+def test_each_stage_times_only_itself(monkeypatch):
+    """The forward stage's counted thunk computes the value; the build before it runs uncounted."""
+    seen = []
+    d = build_cost.tasks.load("tree", 4, None, seed=0)
+    system = build_cost.autobatch_systems.make("tree", d.n_words, d.n_labels, seed=0, style="prim")
+    build_cost.run_stage(system, d.items[:4], "forward", lambda thunk: (seen.append(thunk), thunk()))
+    assert len(seen) == 1 and not build_cost.ab.graph.current().has_pending()
 
 
 def test_reads_callgrinds_instruction_total(monkeypatch):
