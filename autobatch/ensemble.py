@@ -139,7 +139,7 @@ def _train_member(model_fn, config, seed, train, dev, held_out, score, fit_kwarg
         return None, [], float("nan")
     with eval_mode():  # a held-out score is an evaluation: dropout off, whatever ``score`` does
         held = None if held_out is None else float(score(model, held_out))
-    return {p.name: p.value() for p in model.pc.parameters()}, trainer.history, held
+    return model.pc.values(), trainer.history, held
 
 
 def _run_all(jobs, max_workers, context):
@@ -154,8 +154,7 @@ def _run_all(jobs, max_workers, context):
 
 def _rebuild(model_fn, config, seed, params):
     model = model_fn(config, seed)
-    for p in model.pc.parameters():
-        p.set_value(params[p.name])
+    model.pc.set_values(params)
     return model
 
 

@@ -235,6 +235,16 @@ class ParameterCollection:
                 return p
         raise KeyError(name)
 
+    def values(self):
+        """Every parameter's value as a NumPy copy, by name: a snapshot that ``set_values`` puts back (the best
+        epoch's, or one trained in another process)."""
+        return {p.name: p.value() for p in self._params}
+
+    def set_values(self, values):
+        """Overwrite every parameter with ``values[name]`` (what ``values()`` returned)."""
+        for p in self._params:
+            p.set_value(values[p.name])
+
     def zero_grad(self):
         """Clear every parameter's accumulated gradient."""
         for p in self._params:

@@ -126,7 +126,7 @@ class EarlyStopping:
         self.improved = self.better(metric)
         if self.improved:
             self.best, self.best_epoch, self.bad_epochs = float(metric), self.epochs, 0
-            self.best_params = {p.name: p.value() for p in pc.parameters()}
+            self.best_params = pc.values()
         else:
             self.bad_epochs += 1
         return self.should_stop
@@ -139,8 +139,7 @@ class EarlyStopping:
     def restore(self, pc):
         """Copy the best parameters back into ``pc`` (no-op before any improvement)."""
         if self.best_params is not None:
-            for p in pc.parameters():
-                p.set_value(self.best_params[p.name])
+            pc.set_values(self.best_params)
 
     def state_dict(self):
         """Everything needed to continue identically after a resume (the best snapshot included)."""

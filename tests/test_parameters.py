@@ -1,5 +1,6 @@
 """Gradient semantics users rely on: dense .grad, accumulation across backward calls, sparse lookup rows."""
 import numpy as np
+import pytest
 
 import autobatch as ab
 from autobatch.kernels import backend
@@ -70,3 +71,19 @@ def test_init_options():
     same = [ab.ParameterCollection(seed=7).add_parameters((3, 3)).value() for _ in range(2)]
     np.testing.assert_array_equal(*same)
     assert pc.num_parameters() == 4 + 4 + 600 + 2
+
+
+def test_values_snapshot_and_set_values_restore_every_parameter_by_name():
+    pc = ab.ParameterCollection(seed=0)
+    W, E = pc.add_parameters((3, 2)), pc.add_lookup_parameters((4, 2))
+    snapshot = pc.values()
+    assert sorted(snapshot) == sorted([W.name, E.name])
+    W.set_value(np.zeros((3, 2)))
+    E.set_value(np.ones((4, 2)))
+    snapshot[W.name][0, 0] += 1.0  # a copy: changing it later changes nothing until it is set
+    assert W.value()[0, 0] == 0.0
+    pc.set_values(snapshot)
+    np.testing.assert_array_equal(W.value(), snapshot[W.name])
+    np.testing.assert_array_equal(E.value(), snapshot[E.name])
+    with pytest.raises(KeyError):
+        pc.set_values({W.name: snapshot[W.name]})

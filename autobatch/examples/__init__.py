@@ -228,9 +228,10 @@ def train_model(model, train, dev, evaluate, args, *, metric, mode="max", unit="
             optimizer.lr *= rate
         per_token = trainer.epoch_loss_per_token
         ppl = f" (perplexity {math.exp(min(per_token, 700)):.2f})" if perplexity else ""
-        print(f"{getattr(args, 'tag', '')}epoch {trainer.epoch}: train loss {sum(losses) / max(1, len(losses)):.4f} per minibatch ({how}), "
-              f"{per_token:.4f} per token{ppl}, {len(train) / seconds:.0f} {unit}/s; {metric} {value:.4f}{decay}",
-              flush=True)
+        tag = getattr(args, "tag", "")  # "[seed S] " for members trained in parallel (--jobs)
+        print(f"{tag}epoch {trainer.epoch}: train loss {sum(losses) / max(1, len(losses)):.4f} per minibatch "
+              f"({how}), {per_token:.4f} per token{ppl}, {len(train) / seconds:.0f} {unit}/s; {metric} "
+              f"{value:.4f}{decay}", flush=True)
         mark[:] = time.perf_counter(), trainer.step
         return value
 
@@ -301,8 +302,7 @@ def train_ensemble(args, make_model, train, dev, evaluate, *, metric, unit, scor
         members, summaries = [], []
         for seed, (params, summary) in zip(seeds, _in_processes(job, seeds, jobs)):
             model = make_model(seed)
-            for p in model.pc.parameters():
-                p.set_value(params[p.name])
+            model.pc.set_values(params)
             members.append(model)
             summaries.append(summary)
     else:
@@ -343,7 +343,7 @@ _JOB = None  # the ensemble a forked worker trains a member of: inherited, becau
 
 def _member_in_process(seed):
     model, summary = _train_member(_JOB, seed)
-    return {p.name: p.value() for p in model.pc.parameters()}, summary
+    return model.pc.values(), summary
 
 
 def _in_processes(job, seeds, jobs):
