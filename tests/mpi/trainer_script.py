@@ -12,6 +12,7 @@ Rank 0 prints "OK <mode>" when every check passed; a failed check aborts the job
 """
 import hashlib
 import os
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -101,6 +102,15 @@ def equal(comm):
 
 def stop(comm):
     root = comm.broadcast_object(tempfile.mkdtemp(prefix="ab-dp-") if comm.rank == 0 else None)
+    result = stop_in(comm, root)
+    comm.gather_objects(None)  # every rank is done with the folder before rank 0 removes it
+    if comm.rank == 0:
+        shutil.rmtree(root)  # kept when a check fails, for a look at what was written
+    return result
+
+
+def stop_in(comm, root):
+    """Early stopping, the checkpoints it writes (rank 0 only) and resuming, all inside ``root``."""
     train = examples()
     calls = []
     script = {0: [0.5, 0.7, 0.6, 0.65, 0.9, 0.95], 1: [0.1, 0.2, 0.3, 0.4, 0.5, 0.6]}[comm.rank]
