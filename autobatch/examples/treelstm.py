@@ -8,7 +8,9 @@ every node (leaves included, as in Tai et al. 2015), Adam, gradient norm clipped
     python -m autobatch.examples.treelstm --data ../shared/data/sst-trees   # SST (train.txt, dev.txt)
 
 ``--dropout P`` drops units of the leaves' word embeddings and of every node's state before the softmax (Tai
-et al.'s regularisation). ``--ensemble N`` trains N models (seeds ``--seed`` to ``--seed`` + N - 1, each with its
+et al.'s regularisation). ``--leaf-lstm N`` (0 = off) first reads the sentence's word embeddings with a BiLSTM of
+N units per direction, and the leaves get its states [f_i; b_i], so that a word enters the tree in its context
+(the "leaf LSTM" of Choi et al. 2018's and Teng and Zhang 2017's tree models); the sentence is one scan node. ``--ensemble N`` trains N models (seeds ``--seed`` to ``--seed`` + N - 1, each with its
 own initialisation and shuffling, each stopped early on dev) and also reports their ensemble, which averages the
 members' root probabilities (``autobatch.ensemble``). ``--max-train N`` / ``--max-dev N`` use a fixed random
 subset of the trees (the same for every ``--seed``).
@@ -26,6 +28,7 @@ from ..batch_map import batch_map
 from ..graph import renew_cg
 from ..parameters import ParameterCollection
 from ..regularize import dropout, eval_mode
+from ..rnn import LSTM, BiRNN
 from ..tree import TreeLSTM
 from . import add_ensemble_flag, check_args, common_parser, emit, split_file, subset, train_ensemble
 
@@ -37,14 +40,19 @@ class TreeSentiment:
     with an unknown token; an example is a ``data.Tree`` (any binary tree whose leaves have ``word`` and whose
     nodes have an int ``label`` in [0, n_classes))."""
 
-    def __init__(self, words, *, n_classes=5, embed=128, hidden=128, seed=0, dtype=np.float32, dropout=0.0):
+    def __init__(self, words, *, n_classes=5, embed=128, hidden=128, seed=0, dtype=np.float32, dropout=0.0,
+                 leaf_lstm=0):
         if words.unk is None:
             raise ValueError("TreeSentiment: the word vocabulary needs an unknown token for words unseen in "
                              "training")
         self.words, self.n_classes, self.dropout = words, int(n_classes), float(dropout)
         self.pc = pc = ParameterCollection(seed=seed, dtype=dtype)
         self.E = pc.add_lookup_parameters((len(words), embed), name="E")
-        self.tree = TreeLSTM(pc, embed, hidden, name="tree")
+        self.leaf_lstm = None  # a BiLSTM over the sentence before the tree (``leaf_lstm`` units per direction)
+        if leaf_lstm:
+            self.leaf_lstm = BiRNN(LSTM(pc, embed, leaf_lstm, name="leaf_fwd"),
+                                   LSTM(pc, embed, leaf_lstm, name="leaf_bwd"))
+        self.tree = TreeLSTM(pc, 2 * leaf_lstm if leaf_lstm else embed, hidden, name="tree")
         self.W = pc.add_parameters((self.n_classes, hidden), name="W")
         self.b = pc.add_parameters((self.n_classes,), name="b")
 
@@ -56,6 +64,8 @@ class TreeSentiment:
     def states(self, tree):
         """Every node's Tree-LSTM h, in ``tree.nodes()`` order (one sequence), under ``dropout``."""
         leaves = dropout(self.E[self.words.encode(tree.leaves())], self.dropout)
+        if self.leaf_lstm is not None:
+            leaves = self.leaf_lstm.transduce(leaves)
         return dropout(self.tree.transduce(tree, leaves), self.dropout)
 
     def loss(self, tree):
@@ -107,6 +117,8 @@ def main(argv=None):
     ap.add_argument("--vocab", type=int, default=500, help="synthetic vocabulary size (default 500)")
     ap.add_argument("--dropout", type=float, default=0.0, help="dropout on the embeddings and the node states "
                                                                "(default 0)")
+    ap.add_argument("--leaf-lstm", type=int, default=0, help="a BiLSTM of N units per direction over the words "
+                                                                "before the tree (0 = off, the default)")
     add_ensemble_flag(ap)
     args = ap.parse_args(argv)
     check_args(ap, args)
@@ -122,7 +134,7 @@ def main(argv=None):
 
     def make_model(seed):
         return TreeSentiment(words, n_classes=max(5, 1 + max(labels)), embed=args.embed, hidden=args.hidden,
-                             seed=seed, dropout=args.dropout)
+                             seed=seed, dropout=args.dropout, leaf_lstm=args.leaf_lstm)
 
     roots = [(t, t.label) for t in test] if test is not None else None  # a tree's label is its root's
     _, summary = train_ensemble(args, make_model, train, dev, lambda m, ex: m.root_accuracy(ex), unit="trees",
