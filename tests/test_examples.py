@@ -52,6 +52,25 @@ def test_treelstm_loss_falls(capsys):
     assert 0.0 <= m["dev_root_accuracy"] <= 1.0
 
 
+def test_treelstm_leaf_lstm_puts_each_word_in_its_context_and_trains(capsys):
+    """With ``--leaf-lstm`` the first word's leaf state changes when the last word does (the BiLSTM's backward
+    direction carries it); without, the leaves see their own words only. And it trains end to end."""
+    tree = data.parse_tree("(2 (3 (2 a) (1 b)) (4 c))")
+    other = data.parse_tree("(2 (3 (2 a) (1 b)) (4 d))")
+    words = data.Vocab.build([["a", "b", "c", "d"]])
+    for leaf_lstm, moves in ((0, False), (4, True)):
+        model = treelstm.TreeSentiment(words, embed=5, hidden=3, leaf_lstm=leaf_lstm)
+        first = []
+        for t in (tree, other):
+            ab.renew_cg()
+            first.append(ab.row(model.states(t), 0).value())
+        assert (not np.allclose(first[0], first[1])) == moves
+    assert {p.name.split(".")[0] for p in model.pc.parameters()} == {"E", "leaf_fwd", "leaf_bwd", "tree", "W", "b"}
+    m = run(treelstm, SMALL + ["--max-train", "60", "--max-dev", "20", "--epochs", "4", "--batch-size", "8",
+                               "--lr", "0.01", "--vocab", "100", "--leaf-lstm", "8"], capsys)
+    assert len(m["train_loss"]) == 4 and m["train_loss"][-1] < 0.85 * m["train_loss"][0]
+
+
 def test_treelstm_ensemble_trains_members_of_different_seeds_and_averages_their_probabilities(capsys,
                                                                                                monkeypatch):
     trained = []
