@@ -19,8 +19,8 @@ import re
 import sys
 import warnings
 
-HOT_PATH = ("autobatch.primitive", "autobatch.graph", "autobatch.scheduler", "autobatch.executor", "autobatch.ops",
-            "autobatch.rnn")
+HOT_PATH = ("autobatch.primitive", "autobatch.signature", "autobatch.graph", "autobatch.scheduler",
+            "autobatch.executor", "autobatch.ops", "autobatch.rnn")
 PURE = os.environ.get("AUTOBATCH_PURE", "") not in ("", "0")
 
 

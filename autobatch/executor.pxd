@@ -7,9 +7,14 @@ cimport cython
                k=Py_ssize_t, order=list)
 cpdef tuple _order(graph, list nodes, list args, sig)
 
-@cython.locals(n_loc=list, first="long long", size=Py_ssize_t, k=Py_ssize_t, b0="long long", p0="long long",
-               locs=list, loc="long long", one=bint)
+@cython.locals(n_loc=list, stride="long long", first="long long", size=Py_ssize_t, k=Py_ssize_t,
+               b0="long long", p0="long long", locs=list, loc="long long", one=bint, runs=list, start=Py_ssize_t,
+               b="long long", p="long long")
 cpdef tuple _gather(graph, list src)
+
+@cython.locals(parts=dict, total=Py_ssize_t, p=Py_ssize_t, q=Py_ssize_t, d=Py_ssize_t, r=Py_ssize_t, mine=list,
+               groups=list, batches=list, unique=bint, n=Py_ssize_t)
+cpdef tuple _joined(graph, list runs)
 
 @cython.locals(n_sig=list, n_args=list, n_loc=list, batches=list, nodes=list, args=list, build=bint,
                size=Py_ssize_t, inputs=list, plans=list, j=Py_ssize_t, a=Py_ssize_t, b="long long",

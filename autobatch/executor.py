@@ -12,7 +12,7 @@ STRIDE = 1 << 32
 
 # How a batch reads one of its inputs: a parameter/constant passed once, a contiguous slice of an earlier
 # batch's output (a view: the common case along recurrent chains), rows taken from one batch, or runs of
-# consecutive rows from several batches, joined (two directions of a BiLSTM merged into one batch).
+# consecutive rows from several batches, joined (two directions of a BiLSTM merged into one batch; see _joined).
 SHARED, SLICE, TAKE, RUNS = range(4)
 
 
@@ -45,43 +45,77 @@ def _order(graph, nodes, args, sig):
             break
     else:
         return nodes, args
-    order = sorted(range(len(nodes)), key=keys.__getitem__)
+    order = np.argsort(np.array(keys, np.int64), kind="stable").tolist()  # (sorted() calls a key per node)
     return [nodes[k] for k in order], [args[k] for k in order]
 
 
 def _gather(graph, src):
     """The batched input made of the values of nodes ``src``, and how it was read (for the backward pass)."""
-    n_loc = graph.n_loc
+    n_loc, stride = graph.n_loc, STRIDE  # (compiled, a C copy of the stride: its divisions are C divisions)
     first, size, k = n_loc[src[0]], len(src), 1
     while k < size and n_loc[src[k]] == first + k:  # consecutive positions of one batch: a view
         k += 1
-    b0 = first // STRIDE
+    b0 = first // stride
     if k == size:
-        p0 = first - b0 * STRIDE
+        p0 = first - b0 * stride
         return graph.batches[b0].out[p0:p0 + size], (SLICE, b0, p0)
     locs = [n_loc[a] for a in src]
-    one = True  # all in batch b0 (a loop, not a list of batch ids: compiled, C division, no int objects)
+    one = True  # all in batch b0 (a loop, not a list of batch ids: compiled, no int objects)
     for loc in locs:
-        if loc // STRIDE != b0:
+        if loc // stride != b0:
             one = False
             break
     if one:
-        idx = np.array(locs, dtype=np.intp) - b0 * STRIDE
+        idx = np.array(locs, dtype=np.intp) - b0 * stride
         idx = backend.to_device(idx)  # kept on the device for the backward pass
         return graph.batches[b0].out[idx], (TAKE, b0, idx, len(set(locs)) == size)
     runs, start = [], 0
     for k in range(1, size + 1):
         if k == size or locs[k] != locs[k - 1] + 1:
-            b, p = divmod(locs[start], STRIDE)
+            loc = locs[start]
+            b = loc // stride
+            p = loc - b * stride
             runs.append((b, p, p + k - start))
             start = k
     return _joined(graph, runs)
 
 
 def _joined(graph, runs):
-    """Runs (batch, start, stop) of rows from several batches, joined in order."""
+    """Runs (batch, start, stop) of rows from several batches, joined in order. They are read one source batch
+    at a time, not one run at a time: a tree's inputs come from every level below, hundreds of runs of a row or
+    two from a few batches, and a NumPy view and copy per run cost more than the rest of the batch. A batch
+    read in one run is read as a slice, one read in several through index arrays (``src`` rows of the batch
+    into ``dst`` rows of the input). The plan keeps (batch, src, dst, unique) per source batch: ``unique`` when
+    no row of the batch is read twice, so that the backward pass may add the gradient in one indexed step."""
+    parts = {}  # batch -> its runs, (start, stop, where they go in the input), in input order
+    total = 0
+    for b, p, q in runs:
+        mine = parts.get(b)
+        if mine is None:
+            parts[b] = [(p, q, total)]
+        else:
+            mine.append((p, q, total))
+        total += q - p
     batches = graph.batches
-    return backend.xp.concatenate([batches[b].out[p:q] for b, p, q in runs]), (RUNS, runs)
+    some = batches[runs[0][0]].out
+    x = backend.xp.empty((total,) + some.shape[1:], some.dtype)
+    groups = []
+    for b, mine in parts.items():
+        if len(mine) == 1:
+            p, q, d = mine[0]
+            src, dst, unique = slice(p, q), slice(d, d + q - p), True
+        else:
+            src, dst = [], []
+            for p, q, d in mine:
+                for r in range(q - p):
+                    src.append(p + r)
+                    dst.append(d + r)
+            unique, n = len(set(src)) == len(src), len(src)
+            both = backend.to_device(np.array(src + dst, np.intp))  # (one upload)
+            src, dst = both[:n], both[n:]
+        x[dst] = batches[b].out[src]
+        groups.append((b, src, dst, unique))
+    return x, (RUNS, groups)
 
 
 def _gather_rows(graph, src):
@@ -312,10 +346,11 @@ def run_backward(graph, target):
                         buffer(plan[1])[idx] += gi
                     else:
                         backend.scatter_add(buffer(plan[1]), idx, gi)
-            else:
-                k = 0
-                for b, p, q in plan[1]:
+            else:  # RUNS: per source batch (see _joined)
+                for b, src, dst, unique in plan[1]:
                     if wants(b):
-                        buffer(b)[p:q] += gi[k:k + q - p]
-                    k += q - p
+                        if unique:
+                            buffer(b)[src] += gi[dst]
+                        else:
+                            backend.scatter_add(buffer(b), src, gi[dst])
     graph.backward_batches += count

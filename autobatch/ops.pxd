@@ -3,7 +3,8 @@
 # graph: no cycle).
 cimport cython
 
-from autobatch.graph cimport Graph, Signature
+from autobatch.graph cimport Graph
+from autobatch.signature cimport Signature
 
 # Compiled, an expression is a C struct (graph, node id): made and read without Python attribute dictionaries.
 cdef class Operators:

@@ -5,3 +5,4 @@ cdef class Primitive:
     cdef readonly object shape, fwd, vjp, aux, keeps_int
     cdef readonly tuple must_share
     cdef readonly bint shares, random, stacks, residual, constant_foldable, builds
+    cdef readonly long long uid

@@ -3,6 +3,11 @@ the table of them). A class of its own so that the engine's compiled hot path re
 (``primitive.pxd``): ``Graph.add`` consults ``seq``, ``shares`` and ``constant_foldable`` for every node."""
 
 
+import itertools
+
+_uids = itertools.count(1)
+
+
 class Primitive:
     """One operation: ``shape(shapes, **attrs) -> out shape``, ``fwd``/``vjp`` kernels (see ``kernels``).
 
@@ -22,10 +27,12 @@ class Primitive:
       ``Graph._new_signature``). A function of the attributes where they decide (x * 2 keeps integers, x * 0.5
       does not).
 
+    - ``uid``: a number of its own (from 1), for the graph's integer signature keys.
+
     Read-only once made (compiled; by convention in pure Python). Compared and hashed by identity."""
 
     __slots__ = ("name", "kind", "shape", "fwd", "vjp", "shares", "aux", "random", "stacks", "residual", "seq",
-                 "must_share", "keeps_int", "constant_foldable", "builds")
+                 "must_share", "keeps_int", "constant_foldable", "builds", "uid")
 
     def __init__(self, name, kind, shape, fwd, vjp, shares=False, aux=None, random=False, stacks=False,
                  residual=False, seq="none", must_share=(), keeps_int=False):
@@ -36,6 +43,7 @@ class Primitive:
         # randomness), so it is computed once per graph.
         self.constant_foldable = aux is None and not random
         self.builds = seq == "build"  # (a flag: Graph.add tests it for every node)
+        self.uid = next(_uids)
 
     def __repr__(self):
         return f"<primitive {self.name}>"

@@ -81,13 +81,21 @@ def _agenda(graph, targets):
     # whose nodes hang off every step of a chain (per-word losses) has a mean deeper than the chain's own
     # signatures, so it waits until the chains are done and then runs as one batch.
     n_sig, n_args, n_depth, n_loc, local = graph.n_sig, graph.n_args, graph.n_depth, graph.n_loc, graph.local
+    ref = graph.ref
     sigs = graph.signatures
     nsig = len(sigs)
     count, depth_sum = _zeros(nsig, "q"), _zeros(nsig, "q")
     lo = graph.first_pending  # per-node arrays below are indexed by id - lo
     size = max(targets) - lo + 1
     need, waiting, sid_of = bytearray(size), _zeros(size, "i"), _zeros(size, "i")
-    consumers = [None] * size
+    # Each node's consumers, as a linked list in flat arrays (no list per node): edge e (from 1) is consumer
+    # dst[e] (the graph's int object), followed by edge nxt[e]; first[i] and last[i] are node i's first and last
+    # edges (0: none), appending keeps the order they were met in. An input has at most one edge per consumer.
+    edges = 1
+    for t in range(lo, lo + size):
+        edges += len(n_args[t])
+    first, last, nxt, dst = _zeros(size, "i"), _zeros(size, "i"), _zeros(edges, "i"), [None] * edges
+    e = 0
     stack, leaves = [], []
     for t in targets:
         if not need[t - lo]:
@@ -101,7 +109,8 @@ def _agenda(graph, targets):
     while stack:
         n = stack.pop()
         ni = n
-        sid = local[n_sig[ni]]
+        sig = n_sig[ni]
+        sid = sig.lidx if sig.lref is ref else local[sig]  # (the dict only for a graph registered before another)
         sid_of[ni - lo] = sid
         count[sid] += 1
         depth_sum[sid] += n_depth[ni]
@@ -111,13 +120,13 @@ def _agenda(graph, targets):
             if n_loc[ai] < 0:
                 k += 1
                 i = ai - lo
-                cs = consumers[i]
-                if cs is None:  # most nodes have one consumer: kept as the id itself, a list only from two on
-                    consumers[i] = n
-                elif type(cs) is int:
-                    consumers[i] = [cs, n]
+                e += 1
+                dst[e] = n
+                if last[i]:
+                    nxt[last[i]] = e
                 else:
-                    cs.append(n)
+                    first[i] = e
+                last[i] = e
                 if not need[i]:
                     need[i] = 1
                     stack.append(a)
@@ -162,10 +171,10 @@ def _agenda(graph, targets):
         released = []
         for n in batch:
             ni = n
-            cs = consumers[ni - lo]
-            if cs is None:
-                continue
-            for c in (cs,) if type(cs) is int else cs:
+            e = first[ni - lo]
+            while e:
+                c = dst[e]
+                e = nxt[e]
                 ci = c
                 i = ci - lo
                 k = waiting[i] - 1

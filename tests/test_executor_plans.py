@@ -1,0 +1,64 @@
+"""The executor's read plans and the graph's integer signature keys, on the cases they special-case: an input
+column read from several batches with rows repeated (read per source batch, the gradient added back with
+repeats), and signature keys that share their numbers but not their attributes, or do not fit the int."""
+import numpy as np
+
+import autobatch as ab
+from autobatch import graph as graph_module
+from autobatch.executor import RUNS
+
+H = 3
+
+
+def _repeated_rows(strategy):
+    """Six logistic nodes reading, in one batch, rows of two earlier batches with repeats (a0 three times)."""
+    pc = ab.ParameterCollection(seed=0, dtype=np.float64)
+    W, E = pc.add_parameters((H, H)), pc.add_lookup_parameters((4, H))
+    ab.renew_cg(strategy=strategy)
+    a = [W @ E[i] for i in range(2)]  # one batch (matmul)
+    b = [ab.tanh(E[i + 2]) for i in range(2)]  # another (tanh), the same kind of value
+    outs = [ab.logistic(x) for x in (a[0], b[0], a[0], b[1], a[1], a[0])]
+    loss = ab.esum([ab.sum_elems(o * float(k + 1)) for k, o in enumerate(outs)])
+    value = loss.value()
+    loss.backward()
+    return value, W.grad.copy(), E.grad.copy(), ab.graph.current()
+
+
+def test_rows_repeated_across_batches_read_and_differentiate_as_node_by_node():
+    value, gW, gE, g = _repeated_rows("agenda")
+    plans = [p for batch in g.batches for p in batch.plans if p[0] == RUNS]
+    assert plans, "the logistic batch did not read its input from several batches: the case went untested"
+    assert any(not unique for p in plans for _, _, _, unique in p[1]), "no source batch was read with repeats"
+    ref_value, ref_gW, ref_gE, _ = _repeated_rows("off")
+    np.testing.assert_allclose(value, ref_value, rtol=1e-12)
+    np.testing.assert_allclose(gW, ref_gW, rtol=1e-12)
+    np.testing.assert_allclose(gE, ref_gE, rtol=1e-12)
+
+
+def test_same_numbers_other_attributes_are_other_signatures():
+    """x * 2 and x * 3 share op and input kind (the int key) but not their attributes: alternating them in one
+    graph must give each its own constant."""
+    pc = ab.ParameterCollection(seed=0, dtype=np.float64)
+    E = pc.add_lookup_parameters((5, H))
+    ab.renew_cg()
+    outs = [E[i] * (2.0 if i % 2 else 3.0) for i in range(5)]
+    got = [o.value() for o in outs]
+    for i, v in enumerate(got):
+        np.testing.assert_allclose(v, E.value()[i] * (2.0 if i % 2 else 3.0), rtol=1e-12)
+
+
+def test_kinds_beyond_the_int_key_fall_back_to_the_tuple_key():
+    """Inputs numbered past the int key's bit fields (a long-running process makes many kinds) still get
+    their signatures, and the same values, through the tuple key."""
+    for k in range(1 << 16):  # push the next kinds' numbers past the 3-input key's 15-bit field
+        graph_module._KINDS.setdefault(("test_executor_plans", k), len(graph_module._KINDS))
+    pc = ab.ParameterCollection(seed=1, dtype=np.float64)
+    n = next(n for n in range(29, 10_000) if ((n,), np.dtype(np.float64), False) not in graph_module._KINDS)
+    b, W, E = pc.add_parameters((n,), init="normal"), pc.add_parameters((n, n)), pc.add_lookup_parameters((3, n))
+    ab.renew_cg()
+    outs = [ab.tanh(ab.affine(b, W, E[i])) * ab.logistic(E[i]) for i in range(3)]
+    assert graph_module._KINDS[((n,), np.dtype(np.float64), False)] >= 1 << 16
+    for i, o in enumerate(outs):
+        x = E.value()[i]
+        np.testing.assert_allclose(o.value(), np.tanh(b.value() + W.value() @ x) / (1 + np.exp(-x)),
+                                   rtol=1e-12)
