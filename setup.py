@@ -10,8 +10,9 @@ from setuptools.command.build_ext import build_ext
 # files in its pure-Python mode; the types come from the .pxd file beside each one. The .py stays the one source
 # of truth: without Cython or a C compiler the package installs and runs as pure Python (autobatch.compiled
 # says which mode was imported; AUTOBATCH_PURE=1 forces the pure one, see autobatch/_mode.py).
+# rnn: the recurrent blocks' per-step code, plainly compiled (no .pxd)
 HOT_PATH = ["autobatch/primitive.py", "autobatch/signature.py", "autobatch/graph.py", "autobatch/scheduler.py",
-            "autobatch/executor.py", "autobatch/ops.py", "autobatch/rnn.py"]  # rnn: the recurrent blocks' per-step code, plainly compiled (no .pxd)
+            "autobatch/executor.py", "autobatch/ops.py", "autobatch/rnn.py"]
 
 
 def hot_path_extensions():

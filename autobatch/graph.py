@@ -225,7 +225,7 @@ class Graph:
         # An int is hashed and compared in a few instructions, where the tuple key is made, hashed (its
         # attributes tuple again for every node), compared and freed. (Only compiled: in pure Python the
         # arithmetic costs more than the tuple.)
-        fast, key, ka, kb, kc = -1, None, 0, 0, 0
+        fast, key, ka, kb, kc = -1, None, 0, 0, 0  # (ka, kb, kc set: the C compiler cannot see which k reads which)
         if k == 1:
             a = args[0]
             sa = n_sig[a]

@@ -90,7 +90,7 @@ def _agenda(graph, targets):
     need, waiting, sid_of = bytearray(size), _zeros(size, "i"), _zeros(size, "i")
     # Each node's consumers, as a linked list in flat arrays (no list per node): edge e (from 1) is consumer
     # dst[e] (the graph's int object), followed by edge nxt[e]; first[i] and last[i] are node i's first and last
-    # edges (0: none), appending keeps the order they were met in. An input has at most one edge per consumer.
+    # edges (0: none), appending keeps the order they were met in. An input read twice by one node has two edges.
     edges = 1
     for t in range(lo, lo + size):
         edges += len(n_args[t])

@@ -10,7 +10,8 @@ every node (leaves included, as in Tai et al. 2015), Adam, gradient norm clipped
 ``--dropout P`` drops units of the leaves' word embeddings and of every node's state before the softmax (Tai
 et al.'s regularisation). ``--leaf-lstm N`` (0 = off) first reads the sentence's word embeddings with a BiLSTM of
 N units per direction, and the leaves get its states [f_i; b_i], so that a word enters the tree in its context
-(the "leaf LSTM" of Choi et al. 2018's and Teng and Zhang 2017's tree models); the sentence is one scan node. ``--ensemble N`` trains N models (seeds ``--seed`` to ``--seed`` + N - 1, each with its
+(the "leaf LSTM" of Choi et al. 2018's and Teng and Zhang 2017's tree models); the sentence is one scan node.
+``--ensemble N`` trains N models (seeds ``--seed`` to ``--seed`` + N - 1, each with its
 own initialisation and shuffling, each stopped early on dev) and also reports their ensemble, which averages the
 members' root probabilities (``autobatch.ensemble``). ``--max-train N`` / ``--max-dev N`` use a fixed random
 subset of the trees (the same for every ``--seed``).
