@@ -14,6 +14,7 @@ import pytest
 import autobatch as ab
 from autobatch import data
 from autobatch.examples import lm, tagger, treelstm
+from autobatch.examples.chars import char_vocab
 
 SMALL = ["--embed", "16", "--hidden", "16", "--seed", "0"]
 
@@ -68,6 +69,31 @@ def test_treelstm_leaf_lstm_puts_each_word_in_its_context_and_trains(capsys):
     assert {p.name.split(".")[0] for p in model.pc.parameters()} == {"E", "leaf_fwd", "leaf_bwd", "tree", "W", "b"}
     m = run(treelstm, SMALL + ["--max-train", "60", "--max-dev", "20", "--epochs", "4", "--batch-size", "8",
                                "--lr", "0.01", "--vocab", "100", "--leaf-lstm", "8"], capsys)
+    assert len(m["train_loss"]) == 4 and m["train_loss"][-1] < 0.85 * m["train_loss"][0]
+
+
+def test_treelstm_char_vectors_tell_unknown_words_apart_and_train(capsys):
+    """With ``--char-dim`` two words unseen in training (both the unknown word's embedding) get different
+    leaf states from their spellings, and a leaf equals the tagger's character vector joined to its embedding;
+    without, they are the same. And it trains end to end."""
+    trees = [data.parse_tree("(2 (3 (2 a) (1 zq)) (4 c))"), data.parse_tree("(2 (3 (2 a) (1 xy)) (4 c))")]
+    words = data.Vocab.build([["a", "c"]])
+    chars = char_vocab(["a", "c", "x", "y", "z"])
+    for char_dim, differ in ((0, False), (3, True)):
+        model = treelstm.TreeSentiment(words, embed=5, hidden=3, chars=chars, char_dim=char_dim, char_hidden=2,
+                                       dtype=np.float64)
+        second = []
+        for t in trees:
+            ab.renew_cg()
+            second.append(ab.row(model.states(t), 1).value())
+        assert (not np.allclose(second[0], second[1])) == differ
+    ab.renew_cg()
+    leaf = model.tree.transduce(trees[0], ab.concat([model.E[words.encode(["a", "zq", "c"])],
+                                                     model.char.vectors(model.char.encode(["a", "zq", "c"]))]))
+    np.testing.assert_allclose(ab.row(leaf, 1).value(), second[0], rtol=1e-12)
+    assert {p.name.split(".")[0] for p in model.pc.parameters()} == {"E", "C", "cfwd", "cbwd", "tree", "W", "b"}
+    m = run(treelstm, SMALL + ["--max-train", "60", "--max-dev", "20", "--epochs", "4", "--batch-size", "8",
+                               "--lr", "0.01", "--vocab", "100", "--char-dim", "4", "--char-hidden", "3"], capsys)
     assert len(m["train_loss"]) == 4 and m["train_loss"][-1] < 0.85 * m["train_loss"][0]
 
 
@@ -359,7 +385,7 @@ def test_char_word_vectors_equal_a_per_word_reference_and_share_one_scan(strateg
     model, sents, examples = _char_tagger()
     (word_ids, char_ids), _ = examples[0]
     assert char_ids[0] == [model.chars.encode(["w"])[0], model.chars.index(model.chars.unk)]
-    fwd, bwd = model.char_bilstm.fwd, model.char_bilstm.bwd
+    fwd, bwd = model.char.bilstm.fwd, model.char.bilstm.bwd
     reference = []
     for s in sents:  # each word alone: its characters as a list of vectors, read step by step (no scan node)
         for w in s.words:
@@ -368,7 +394,7 @@ def test_char_word_vectors_equal_a_per_word_reference_and_share_one_scan(strateg
             last_fwd, first_bwd = fwd.transduce(xs)[-1], bwd.transduce(xs, reverse=True)[0]
             reference.append(np.concatenate([last_fwd.value(), first_bwd.value()]))
     ab.renew_cg(strategy=strategy)
-    vectors = [model.char_vector(c) for (_, cs), _ in examples for c in cs]
+    vectors = [model.char.vector(c) for (_, cs), _ in examples for c in cs]
     ab.esum([ab.sum_elems(v) for v in vectors]).value()  # every word in one pass
     np.testing.assert_allclose([v.value() for v in vectors], reference, rtol=1e-10, atol=1e-12)
     if strategy != "off":  # the character BiLSTMs of all words: one scan node each, one kernel call for all

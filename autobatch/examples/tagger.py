@@ -34,6 +34,7 @@ from ..graph import renew_cg
 from ..parameters import ParameterCollection
 from ..regularize import dropout, eval_mode
 from ..rnn import LSTM, BiRNN
+from .chars import CharEncoder, add_char_flags, char_vocab, check_char_flags
 from . import (add_ensemble_flag, add_recurrent_flags, check_args, common_parser, emit, recurrent, split_file,
                subset, train_ensemble)
 
@@ -56,19 +57,16 @@ class Tagger:
                  char_dim=0, char_hidden=None, rnn=None, dropout=0.0):
         if words.unk is None:
             raise ValueError("Tagger: the word vocabulary needs an unknown token for words unseen in training")
-        if char_dim and (chars is None or chars.unk is None):
-            raise ValueError("Tagger: char_dim > 0 needs chars, a character Vocab with an unknown token")
         self.words, self.tags, self.dropout = words, tags, float(dropout)
         self.pc = pc = ParameterCollection(seed=seed, dtype=dtype)
         self.E = pc.add_lookup_parameters((len(words), embed), name="E")
+        self.char = None  # the character BiLSTM word vectors (``chars.CharEncoder``)
         self.chars = self.C = None
         width = embed
         if char_dim:
-            self.chars, self.char_hidden = chars, int(char_hidden or char_dim)
-            self.C = pc.add_lookup_parameters((len(chars), char_dim), name="C")
-            self.char_bilstm = BiRNN(LSTM(pc, char_dim, self.char_hidden, name="cfwd"),
-                                     LSTM(pc, char_dim, self.char_hidden, name="cbwd"))
-            width += 2 * self.char_hidden
+            self.char = CharEncoder(pc, chars, char_dim, char_hidden)
+            self.chars, self.C = chars, self.char.C
+            width += self.char.width
         rnn = rnn or _lstm
         self.bilstm = BiRNN(rnn(pc, width, hidden, "fwd"), rnn(pc, width, hidden, "bwd"))
         self.H = pc.add_parameters((mlp, 2 * hidden), name="H")
@@ -80,22 +78,14 @@ class Tagger:
         word_ids, tag_ids = self.words.encode(sentence.words), self.tags.encode(sentence.upos)
         if self.C is None:
             return word_ids, tag_ids
-        unk = [self.chars.index(self.chars.unk)]
-        return (word_ids, [self.chars.encode(list(w)) or unk for w in sentence.words]), tag_ids
-
-    def char_vector(self, char_ids):
-        """A word's character summary [last forward state; first backward state] of the character BiLSTM: the
-        word's characters are one sequence, so the BiLSTM is one scan node (batched across words)."""
-        hs = self.char_bilstm.transduce(self.C[list(char_ids)])
-        H = self.char_hidden
-        return ops.concat([ops.pick_range(ops.row(hs, -1), 0, H), ops.pick_range(ops.row(hs, 0), H, 2 * H)])
+        return (word_ids, self.char.encode(sentence.words)), tag_ids
 
     def word_vectors(self, x):
         """The word vectors of a sentence ``x`` (see ``encode``), one sequence."""
         if self.C is None:
             return self.E[list(x)]
         word_ids, char_ids = x
-        return ops.concat([self.E[list(word_ids)], ops.sequence([self.char_vector(c) for c in char_ids])])
+        return ops.concat([self.E[list(word_ids)], self.char.vectors(char_ids)])
 
     def scores(self, x):
         """The tag scores (logits) at every position: one sequence; without the regularisers of the recurrent
@@ -154,10 +144,7 @@ def parser():
     ap.add_argument("--mlp", type=int, default=32, help="MLP size (default 32)")
     ap.add_argument("--min-count", type=int, default=2, help="words seen fewer times map to the unknown word")
     ap.add_argument("--vocab", type=int, default=1000, help="synthetic vocabulary size (default 1000)")
-    ap.add_argument("--char-dim", type=int, default=0, metavar="N",
-                    help="character embedding size of the character BiLSTM word vectors (default 0: off)")
-    ap.add_argument("--char-hidden", type=int, default=32, metavar="N",
-                    help="with --char-dim: the character BiLSTM's hidden size per direction (default 32)")
+    add_char_flags(ap)
     add_recurrent_flags(ap)
     add_ensemble_flag(ap)
     return ap
@@ -169,9 +156,7 @@ def main(argv=None):
     ap = parser()
     args = ap.parse_args(argv)
     check_args(ap, args)
-    if args.char_dim < 0 or args.char_hidden < 1:
-        ap.error(f"--char-dim must be at least 0 and --char-hidden at least 1, got {args.char_dim}, "
-                 f"{args.char_hidden}")
+    check_char_flags(ap, args)
     return args.comm.run(train_and_evaluate, args, t0)  # under mpirun a failing rank aborts the job, not hangs it
 
 
@@ -179,7 +164,7 @@ def build(args, train_sents, dev_sents):
     """The Tagger the flags describe, its vocabularies built from ``train_sents`` (and the tags of both)."""
     words = data.Vocab.build([s.words for s in train_sents], min_count=args.min_count)
     tags = data.Vocab.build([s.upos for s in train_sents + dev_sents], unk=None)  # a dev-only tag: scored wrong
-    chars = data.Vocab.build([list(w) for s in train_sents for w in s.words]) if args.char_dim else None
+    chars = char_vocab(w for s in train_sents for w in s.words) if args.char_dim else None
     return Tagger(words, tags, embed=args.embed, hidden=args.hidden, mlp=args.mlp, seed=args.seed, chars=chars,
                   char_dim=args.char_dim, char_hidden=args.char_hidden, dropout=args.dropout,
                   rnn=lambda pc, input_dim, hidden, name: recurrent(args, pc, input_dim, hidden, name))

@@ -11,6 +11,8 @@ every node (leaves included, as in Tai et al. 2015), Adam, gradient norm clipped
 et al.'s regularisation). ``--leaf-lstm N`` (0 = off) first reads the sentence's word embeddings with a BiLSTM of
 N units per direction, and the leaves get its states [f_i; b_i], so that a word enters the tree in its context
 (the "leaf LSTM" of Choi et al. 2018's and Teng and Zhang 2017's tree models); the sentence is one scan node.
+``--char-dim N`` (0 = off) adds the tagger's character-level word vectors (``examples.chars``: a character
+BiLSTM of ``--char-hidden`` units per direction over each word) to the leaves' embeddings.
 ``--ensemble N`` trains N models (seeds ``--seed`` to ``--seed`` + N - 1, each with its
 own initialisation and shuffling, each stopped early on dev) and also reports their ensemble, which averages the
 members' root probabilities (``autobatch.ensemble``). ``--max-train N`` / ``--max-dev N`` use a fixed random
@@ -31,6 +33,7 @@ from ..parameters import ParameterCollection
 from ..regularize import dropout, eval_mode
 from ..rnn import LSTM, BiRNN
 from ..tree import TreeLSTM
+from .chars import CharEncoder, add_char_flags, char_vocab, check_char_flags
 from . import add_ensemble_flag, check_args, common_parser, emit, split_file, subset, train_ensemble
 
 # data.parse_tree splits tokens at any str.isspace() character, so a word holding a no-break space (SST's
@@ -38,22 +41,27 @@ from . import add_ensemble_flag, check_args, common_parser, emit, split_file, su
 class TreeSentiment:
     """Class scores at every node = W h + b, with h the node's Tree-LSTM output over the word embeddings at
     the leaves, under ``dropout`` on the embeddings and on h (off in eval mode). ``words`` is a ``data.Vocab``
-    with an unknown token; an example is a ``data.Tree`` (any binary tree whose leaves have ``word`` and whose
-    nodes have an int ``label`` in [0, n_classes))."""
+    with an unknown token; with ``char_dim`` > 0 a leaf's vector also holds its word's character BiLSTM vector
+    (``chars``, ``char_hidden``: see ``examples.chars.CharEncoder``), and with ``leaf_lstm`` > 0 a BiLSTM reads
+    the sentence's vectors first. An example is a ``data.Tree`` (any binary tree whose leaves have ``word`` and
+    whose nodes have an int ``label`` in [0, n_classes))."""
 
     def __init__(self, words, *, n_classes=5, embed=128, hidden=128, seed=0, dtype=np.float32, dropout=0.0,
-                 leaf_lstm=0):
+                 leaf_lstm=0, chars=None, char_dim=0, char_hidden=None):
         if words.unk is None:
             raise ValueError("TreeSentiment: the word vocabulary needs an unknown token for words unseen in "
                              "training")
         self.words, self.n_classes, self.dropout = words, int(n_classes), float(dropout)
         self.pc = pc = ParameterCollection(seed=seed, dtype=dtype)
         self.E = pc.add_lookup_parameters((len(words), embed), name="E")
+        # With char_dim > 0 a word's vector is its embedding and its character BiLSTM vector
+        self.char = CharEncoder(pc, chars, char_dim, char_hidden) if char_dim else None
+        width = embed + (self.char.width if char_dim else 0)
         self.leaf_lstm = None  # a BiLSTM over the sentence before the tree (``leaf_lstm`` units per direction)
         if leaf_lstm:
-            self.leaf_lstm = BiRNN(LSTM(pc, embed, leaf_lstm, name="leaf_fwd"),
-                                   LSTM(pc, embed, leaf_lstm, name="leaf_bwd"))
-        self.tree = TreeLSTM(pc, 2 * leaf_lstm if leaf_lstm else embed, hidden, name="tree")
+            self.leaf_lstm = BiRNN(LSTM(pc, width, leaf_lstm, name="leaf_fwd"),
+                                   LSTM(pc, width, leaf_lstm, name="leaf_bwd"))
+        self.tree = TreeLSTM(pc, 2 * leaf_lstm if leaf_lstm else width, hidden, name="tree")
         self.W = pc.add_parameters((self.n_classes, hidden), name="W")
         self.b = pc.add_parameters((self.n_classes,), name="b")
 
@@ -64,7 +72,11 @@ class TreeSentiment:
 
     def states(self, tree):
         """Every node's Tree-LSTM h, in ``tree.nodes()`` order (one sequence), under ``dropout``."""
-        leaves = dropout(self.E[self.words.encode(tree.leaves())], self.dropout)
+        words = tree.leaves()
+        leaves = self.E[self.words.encode(words)]
+        if self.char is not None:
+            leaves = ops.concat([leaves, self.char.vectors(self.char.encode(words))])
+        leaves = dropout(leaves, self.dropout)
         if self.leaf_lstm is not None:
             leaves = self.leaf_lstm.transduce(leaves)
         return dropout(self.tree.transduce(tree, leaves), self.dropout)
@@ -120,12 +132,15 @@ def main(argv=None):
                                                                "(default 0)")
     ap.add_argument("--leaf-lstm", type=int, default=0, help="a BiLSTM of N units per direction over the words "
                                                                 "before the tree (0 = off, the default)")
+    add_char_flags(ap)
     add_ensemble_flag(ap)
     args = ap.parse_args(argv)
     check_args(ap, args)
+    check_char_flags(ap, args)
     train, dev = load(args)
     test = data.read_sst(split_file(args.data, "test.txt")) if args.test else None
     words = data.Vocab.build([t.leaves() for t in train], min_count=args.min_count)
+    chars = char_vocab(w for t in train for w in t.leaves()) if args.char_dim else None
     labels = [n.label for t in train for n in t.nodes()]
     majority = int(np.bincount([t.label for t in train]).argmax())
     baseline = float(np.mean([t.label == majority for t in dev]))
@@ -135,7 +150,8 @@ def main(argv=None):
 
     def make_model(seed):
         return TreeSentiment(words, n_classes=max(5, 1 + max(labels)), embed=args.embed, hidden=args.hidden,
-                             seed=seed, dropout=args.dropout, leaf_lstm=args.leaf_lstm)
+                             seed=seed, dropout=args.dropout, leaf_lstm=args.leaf_lstm, chars=chars,
+                             char_dim=args.char_dim, char_hidden=args.char_hidden)
 
     roots = [(t, t.label) for t in test] if test is not None else None  # a tree's label is its root's
     _, summary = train_ensemble(args, make_model, train, dev, lambda m, ex: m.root_accuracy(ex), unit="trees",
