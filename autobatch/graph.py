@@ -224,8 +224,9 @@ class Graph:
         # zigzagged to a non-negative code (x -> 2x, -1 - c -> 2c + 1) in bit fields, -1 where they do not fit.
         # An int is hashed and compared in a few instructions, where the tuple key is made, hashed (its
         # attributes tuple again for every node), compared and freed. (Only compiled: in pure Python the
-        # arithmetic costs more than the tuple.)
-        fast, key, ka, kb, kc = -1, None, 0, 0, 0  # (ka, kb, kc set: the C compiler cannot see which k reads which)
+        # arithmetic costs more than the tuple, so it makes the tuple at once and skips every step of the int key.)
+        if COMPILED:
+            fast, ka, kb, kc = -1, 0, 0, 0  # (all set: the C compiler cannot see which k reads which)
         if k == 1:
             a = args[0]
             sa = n_sig[a]
@@ -237,6 +238,8 @@ class Graph:
                 ca = ka + ka if ka >= 0 else -ka - ka - 1
                 if ca < _BITS47:
                     fast = prim.uid | ca << 16
+            else:
+                key = (prim, attrs, ka)
         elif k == 2:
             a, b = args[0], args[1]
             sa, sb = n_sig[a], n_sig[b]
@@ -253,6 +256,8 @@ class Graph:
                 cb = kb + kb if kb >= 0 else -kb - kb - 1
                 if ca < _BITS24 and cb < _BITS23:
                     fast = prim.uid | ca << 16 | cb << 40
+            else:
+                key = (prim, attrs, ka, kb)
         else:  # no input, or 3 or more: one loop counts the static ones, another makes the key
             n_static, depth = 0, -1
             for a in args:
@@ -278,29 +283,32 @@ class Graph:
                     cc = kc + kc if kc >= 0 else -kc - kc - 1
                     if ca < _BITS16 and cb < _BITS16 and cc < _BITS15:
                         fast = prim.uid | ca << 16 | cb << 32 | cc << 48
+                else:
+                    key = (prim, attrs, ka, kb, kc)
             else:
                 parts = [prim, attrs]
                 for a in args:
                     sa = n_sig[a]
                     parts.append(-1 - sa.const if shares and sa.const >= 0 else sa.kp)
                 key = tuple(parts)
-        if rows is not None or prim.uid >= _BITS16:
-            fast = -1
         sig = None
-        if fast >= 0:
-            sig = self._fast.get(fast)
-            if sig is not None and sig.attrs is not attrs and sig.attrs != attrs:
-                sig = None  # the same op and inputs with other attributes: the tuple key decides
-        if sig is None:
-            if key is None:
+        if COMPILED:
+            if rows is not None or prim.uid >= _BITS16:
+                fast = -1
+            elif fast >= 0:
+                sig = self._fast.get(fast)
+                if sig is not None and sig.attrs is not attrs and sig.attrs != attrs:
+                    sig = None  # the same op and inputs with other attributes: the tuple key decides
+            if sig is None and 0 < k < 4:  # a miss: now the tuple (no input or more than three: made above)
                 key = (prim, attrs, ka) if k == 1 else (prim, attrs, ka, kb) if k == 2 else (prim, attrs, ka, kb, kc)
+        if sig is None:
             if rows is not None:
                 key += ("rows",)
             try:
                 sig = self._sigs.get(key) or self._signature(key, prim, attrs, args, rows=rows)
             except _Retype as r:  # inputs of several dtypes, some weakly typed: those now take the explicit one
                 return self.add(prim, r.args, attrs, aux, rows)
-            if fast >= 0:
+            if COMPILED and fast >= 0:
                 self._fast[fast] = sig
         if sig.ragged:
             if rows is not None:

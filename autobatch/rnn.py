@@ -100,6 +100,15 @@ def rnn_hidden(pre, h_prev=None, *, recurrent_dropout=0.0, zoneout=0.0, noise=No
 # ---- blocks -------------------------------------------------------------------------------------------------
 
 
+def _stacked(g, lids, name):
+    """The parameter ``name`` of the layers ``lids``: one layer's node, or their concatenation along axis 0 (a
+    constant of the graph). A module function, not a closure: compiled, a closure's scope holds the closure
+    itself, a cycle that kept every graph (and its arrays) alive until the cycle collector's rare full pass."""
+    if len(lids) == 1:
+        return getattr(lids[0], name)
+    return g.add(CONCAT, tuple([getattr(lid, name) for lid in lids]), _AXIS0)
+
+
 class _Layer:
     """One layer's parameters (absent ones None) and, per graph, their node ids."""
 
@@ -362,17 +371,14 @@ class _Recurrent:
     def _scan_layer(self, g, lids, x, attrs, aux=None):
         """One scan node over sequence ``x`` for the layers ``lids`` (one per direction; several directions
         run side by side, their parameters stacked — constants of the graph, computed once)."""
-        def stacked(name):
-            ids = tuple(getattr(lid, name) for lid in lids)
-            return ids[0] if len(ids) == 1 else g.add(CONCAT, ids, _AXIS0)
-
-        init = (stacked("h0"),) + ((stacked("c0"),) if self._has_memory else ()) if self.learned_init else ()
+        init = ((_stacked(g, lids, "h0"),) + ((_stacked(g, lids, "c0"),) if self._has_memory else ())
+                if self.learned_init else ())
         if self.layer_norm:  # one direction (see BiRNN._one_scan): LN(W_x x; a_x, b), then LN(W_h h; a_h) inside
             lid, = lids
             gates = g.add(LAYER_NORM, (g.add(MATMUL, (lid.Wx, x), _XVEC), lid.ax, lid.bx), _LN)
             return g.add(self._ln_scan, (gates, lid.Wh, lid.ah) + init, attrs + _LN, aux)
-        gates = g.add(AFFINE, (stacked("bx"), stacked("Wx"), x), _XVEC)
-        params = tuple(stacked(name) for name in ("Wh",) + self._scan_params)
+        gates = g.add(AFFINE, (_stacked(g, lids, "bx"), _stacked(g, lids, "Wx"), x), _XVEC)
+        params = tuple([_stacked(g, lids, name) for name in ("Wh",) + self._scan_params])
         return g.add(self._scan, (gates,) + params + init, attrs, aux)
 
     def __repr__(self):

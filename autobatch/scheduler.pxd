@@ -19,8 +19,8 @@ cpdef list _depth(graph, list nodes)
 
 @cython.locals(n_sig=list, n_args=list, n_depth=list, n_loc=list, local=dict, sigs=list, nsig=Py_ssize_t,
                count="long long[:]", depth_sum="long long[:]", lo=Py_ssize_t, size=Py_ssize_t,
-               need="unsigned char[:]", waiting="int[:]", sid_of="int[:]", edges=Py_ssize_t, first="int[:]",
-               last="int[:]", nxt="int[:]", dst=list, e=Py_ssize_t, stack=list,
+               need="unsigned char[:]", waiting="int[:]", sid_of="int[:]", first="int[:]",
+               last="int[:]", nxt="int[:]", grown="int[:]", dst=list, e=Py_ssize_t, cap=Py_ssize_t, stack=list,
                leaves=list, t=Py_ssize_t, left=Py_ssize_t, ni=Py_ssize_t, sid=Py_ssize_t, k=Py_ssize_t,
                ai=Py_ssize_t, i=Py_ssize_t, ready=list, active=list, r=list,
                unbatchable="unsigned char[:]", mean="double[:]", plan=list, best=Py_ssize_t, pick=Py_ssize_t,

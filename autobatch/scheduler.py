@@ -91,10 +91,9 @@ def _agenda(graph, targets):
     # Each node's consumers, as a linked list in flat arrays (no list per node): edge e (from 1) is consumer
     # dst[e] (the graph's int object), followed by edge nxt[e]; first[i] and last[i] are node i's first and last
     # edges (0: none), appending keeps the order they were met in. An input read twice by one node has two edges.
-    edges = 1
-    for t in range(lo, lo + size):
-        edges += len(n_args[t])
-    first, last, nxt, dst = _zeros(size, "i"), _zeros(size, "i"), _zeros(edges, "i"), [None] * edges
+    # Room for two edges per node, doubled when full: counting them first cost a pass over every node's inputs.
+    cap = 2 * size + 2
+    first, last, nxt, dst = _zeros(size, "i"), _zeros(size, "i"), _zeros(cap, "i"), [None] * cap
     e = 0
     stack, leaves = [], []
     for t in targets:
@@ -121,6 +120,12 @@ def _agenda(graph, targets):
                 k += 1
                 i = ai - lo
                 e += 1
+                if e == cap:
+                    grown = _zeros(cap + cap, "i")
+                    grown[:cap] = nxt
+                    nxt = grown
+                    dst += [None] * cap
+                    cap += cap
                 dst[e] = n
                 if last[i]:
                     nxt[last[i]] = e
