@@ -16,6 +16,8 @@ cdef extern from *:  # what graph.py calls _untrack (a wrapper: the C API takes 
     """
     void _untrack "autobatch_untrack" (object)
 
+cdef bint COMPILED  # graph.py's mode flag as a C int: Graph.add tests it several times per node
+
 cdef class Graph:
     cdef public object strategy, ref, transfers_at
     cdef public bint check_finite
