@@ -62,3 +62,22 @@ def test_kinds_beyond_the_int_key_fall_back_to_the_tuple_key():
         x = E.value()[i]
         np.testing.assert_allclose(o.value(), np.tanh(b.value() + W.value() @ x) / (1 + np.exp(-x)),
                                    rtol=1e-12)
+
+
+def test_an_input_read_thousands_of_times_by_one_node_grows_the_agendas_edge_arrays():
+    """The agenda keeps room for two consumers' edges per node and doubles it when full: a sum that reads one
+    value 5,000 times (5,000 edges over three nodes) and a few nodes reading it twice must all run, with the
+    gradient counting every read."""
+    pc = ab.ParameterCollection(seed=0)
+    W = pc.add_parameters((3, 3))
+    for strategy in ("agenda", "depth"):
+        ab.renew_cg(strategy=strategy)
+        pc.zero_grad()
+        x = ab.input_tensor(np.arange(3.0))
+        h = ab.tanh(W @ x)
+        y = ab.sum_elems(ab.esum([h] * 5000) + ab.cmult(h, h))
+        expected = np.tanh(W.value() @ np.arange(3.0))
+        np.testing.assert_allclose(y.value(), 5000 * expected.sum() + (expected ** 2).sum(), rtol=1e-5)
+        y.backward()
+        dh = 5000 + 2 * expected
+        np.testing.assert_allclose(W.grad, np.outer(dh * (1 - expected ** 2), np.arange(3.0)), rtol=1e-4)
