@@ -91,8 +91,14 @@ def _agenda(graph, targets):
     # Each node's consumers, as a linked list in flat arrays (no list per node): edge e (from 1) is consumer
     # dst[e] (the graph's int object), followed by edge nxt[e]; first[i] and last[i] are node i's first and last
     # edges (0: none), appending keeps the order they were met in. An input read twice by one node has two edges.
-    # Room for two edges per node, doubled when full: counting them first cost a pass over every node's inputs.
-    cap = 2 * size + 2
+    # Compiled, their number is counted first (a C loop over the nodes; growing the arrays costs more). Pure Python
+    # skips that pass (2% of its forward pass): room for two per node, doubled when full.
+    if COMPILED:
+        cap = 1
+        for t in range(lo, lo + size):
+            cap += len(n_args[t])
+    else:
+        cap = 2 * size + 2
     first, last, nxt, dst = _zeros(size, "i"), _zeros(size, "i"), _zeros(cap, "i"), [None] * cap
     e = 0
     stack, leaves = [], []
