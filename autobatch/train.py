@@ -230,6 +230,7 @@ class Trainer:
         self.rng = np.random.default_rng(seed)
         self.epoch = 0  # completed epochs
         self.step = 0  # completed optimiser steps
+        self.epoch_first_step = 0  # the step the epoch under way (or the last one) began at
         self.history = []  # one dict per completed epoch
         self.step_losses = []
         self.stopped = False
@@ -340,7 +341,7 @@ class Trainer:
         from tqdm.auto import tqdm
 
         t0 = time.perf_counter()
-        first_step = self.step
+        first_step = self.epoch_first_step = self.step
         total = 0.0
         self.epoch_loss_sum, self.epoch_tokens = 0.0, 0
         # The bar is left on screen: one line per epoch with its examples/s, last loss and gradient norm, and

@@ -200,6 +200,9 @@ def test_checkpoints_log_and_resume(tmp_path, capsys):
     records = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
     assert second["epochs"] == 2 and [r["epoch"] for r in records] == [1, 2]
     assert second["train_loss"][0] == first["train_loss"][0]  # the first epoch came from the checkpoint
+    printed = [float(re.search(r"train loss (\S+) per minibatch", line)[1]) for line in run.lines
+               if line.startswith("epoch ")]
+    assert printed == [pytest.approx(second["train_loss"][1], abs=1e-4)]  # the resumed epoch's own steps only
 
 
 def _tagging_model(seed=0):

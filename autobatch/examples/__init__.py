@@ -215,12 +215,12 @@ def train_model(model, train, dev, evaluate, args, *, metric, mode="max", unit="
     comm = getattr(args, "comm", None) or Communicator()
     dp = DataParallel(model.pc, comm) if getattr(args, "distributed", False) else None
     trainer = None
-    mark = [time.perf_counter(), 0]  # end of the previous epoch's evaluation, steps done by then
+    mark = [time.perf_counter()]  # end of the previous epoch's evaluation
     how = {"max_len": "sum / longest example", "batch": "mean over examples", "sum": "sum"}[args.normalize]
 
     def watched(examples):
         seconds = time.perf_counter() - mark[0]
-        losses = trainer.step_losses[mark[1]:]
+        losses = trainer.step_losses[trainer.epoch_first_step:]  # (a resumed run holds the earlier epochs' too)
         value = evaluate(examples)
         rate = getattr(args, "lr_decay", 1.0)
         decay = "" if rate == 1.0 or trainer.stopper.better(value) else f"; lr x {rate:g}"
@@ -232,7 +232,7 @@ def train_model(model, train, dev, evaluate, args, *, metric, mode="max", unit="
         print(f"{tag}epoch {trainer.epoch}: train loss {sum(losses) / max(1, len(losses)):.4f} per minibatch "
               f"({how}), {per_token:.4f} per token{ppl}, {len(train) / seconds:.0f} {unit}/s; {metric} "
               f"{value:.4f}{decay}", flush=True)
-        mark[:] = time.perf_counter(), trainer.step
+        mark[0] = time.perf_counter()
         return value
 
     if args.optimizer == "sgd":
