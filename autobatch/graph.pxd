@@ -16,6 +16,8 @@ cdef extern from *:  # what graph.py calls _untrack (a wrapper: the C API takes 
     """
     void _untrack "autobatch_untrack" (object)
 
+cdef inline long long _zigzag(long long x)
+
 cdef bint COMPILED  # graph.py's mode flag as a C int: Graph.add tests it several times per node
 
 cdef class Graph:

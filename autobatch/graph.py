@@ -52,6 +52,12 @@ latest_collection = [None]  # a weak reference to the most recently created Para
 _BITS15, _BITS16, _BITS23, _BITS24, _BITS47 = 1 << 15, 1 << 16, 1 << 23, 1 << 24, 1 << 47  # Graph.add's fields
 
 
+def _zigzag(x):
+    """A signature key's entry as a non-negative code for ``Graph.add``'s int key: x -> 2x, -1 - c -> 2c + 1.
+    Compiled, an inline C function (``graph.pxd``); only the compiled branches call it."""
+    return x + x if x >= 0 else -x - x - 1
+
+
 def _constant(key, inputs):
     """The global id of the constant ``key`` made from constants ``inputs``, made on first use; it is
     registered (shared by later graphs) only while all its inputs are alive."""
@@ -235,7 +241,7 @@ class Graph:
                 return self._add_static(prim, args, attrs)
             ka = -1 - sa.const if sa.const >= 0 and prim.shares else sa.kp
             if COMPILED:
-                ca = ka + ka if ka >= 0 else -ka - ka - 1
+                ca = _zigzag(ka)
                 if ca < _BITS47:
                     fast = prim.uid | ca << 16
             else:
@@ -252,8 +258,8 @@ class Graph:
             else:
                 ka, kb = sa.kp, sb.kp
             if COMPILED:
-                ca = ka + ka if ka >= 0 else -ka - ka - 1
-                cb = kb + kb if kb >= 0 else -kb - kb - 1
+                ca = _zigzag(ka)
+                cb = _zigzag(kb)
                 if ca < _BITS24 and cb < _BITS23:
                     fast = prim.uid | ca << 16 | cb << 40
             else:
@@ -278,9 +284,9 @@ class Graph:
                 kb = -1 - sb.const if shares and sb.const >= 0 else sb.kp
                 kc = -1 - sc.const if shares and sc.const >= 0 else sc.kp
                 if COMPILED:
-                    ca = ka + ka if ka >= 0 else -ka - ka - 1
-                    cb = kb + kb if kb >= 0 else -kb - kb - 1
-                    cc = kc + kc if kc >= 0 else -kc - kc - 1
+                    ca = _zigzag(ka)
+                    cb = _zigzag(kb)
+                    cc = _zigzag(kc)
                     if ca < _BITS16 and cb < _BITS16 and cc < _BITS15:
                         fast = prim.uid | ca << 16 | cb << 32 | cc << 48
                 else:
