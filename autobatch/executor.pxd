@@ -8,8 +8,8 @@ cimport cython
 cpdef tuple _order(graph, list nodes, list args, sig)
 
 @cython.locals(n_loc=list, stride="long long", first="long long", size=Py_ssize_t, k=Py_ssize_t,
-               b0="long long", p0="long long", locs=list, loc="long long", one=bint, runs=list, start=Py_ssize_t,
-               b="long long", p="long long")
+               b0="long long", p0="long long", base="long long", rows=list, one=bint, rising=bint, last="long long",
+               locs=list, loc="long long", runs=list, start=Py_ssize_t, b="long long", p="long long")
 cpdef tuple _gather(graph, list src)
 
 @cython.locals(parts=dict, total=Py_ssize_t, p=Py_ssize_t, q=Py_ssize_t, d=Py_ssize_t, r=Py_ssize_t, mine=list,

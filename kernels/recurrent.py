@@ -47,7 +47,8 @@ def lstm_cell(noise, gates, c_prev, *, rd, zo, zt):
     g = backend.xp.tanh(gates[:, 2 * H:3 * H])
     drop, keep = _masks(noise, H, rd, zo, zt, cp.dtype)
     gd = g if drop is None else g * drop
-    c = i_f[:, H:] * cp + i_f[:, :H] * gd
+    c = i_f[:, H:] * cp
+    c += i_f[:, :H] * gd
     return _zone(c, cp, keep), (i_f, g, gd, drop, keep)
 
 

@@ -11,6 +11,7 @@ import numpy as np
 
 from . import backend
 from .dropout import keep_mask
+from .elementwise import sigmoid_
 
 
 def layout(lengths, reverse):
@@ -50,14 +51,6 @@ def _initial(v, order, size, dirs, width, dtype):
     if v.ndim == 1:
         return xp.repeat(v.reshape(dirs, 1, width), size, axis=1)
     return v[order].reshape(size, dirs, width).transpose(1, 0, 2).copy()
-
-
-def _sigmoid_(v):
-    """Logistic sigmoid in place, as 0.5 * tanh(v / 2) + 0.5 (no overflow)."""
-    v *= 0.5
-    backend.xp.tanh(v, out=v)
-    v *= 0.5
-    v += 0.5
 
 
 # Gates are kept as [o i f g] inside (the parameters hold PyTorch's [i f g o]): then the sigmoid gates [o i f] are
@@ -201,7 +194,7 @@ def _lstm(noise, x, Wh, ah, h0, c0, lengths, dirs, rd, zo, zt, vd, eps):
             xp.divide(1.0, rs, out=rs)
             xp.multiply(r, rs, out=R[:, s:s + b])
             a += gain * R[:, s:s + b]
-        _sigmoid_(a[:, :, :3 * H])
+        sigmoid_(a[:, :, :3 * H])
         xp.tanh(a[:, :, 3 * H:], out=a[:, :, 3 * H:])
         cn, hn = C[:, s:s + b], Hs[:, s:s + b]
         xp.multiply(a[:, :, 2 * H:3 * H], cp, out=cn)
@@ -362,7 +355,7 @@ def gru_scan(noise, x, Wh, bh, h0=None, *, lengths, dirs, rd=0.0, zo=0.0, zt=Fal
         a += b3
         rz, nn = X[:, s:s + b, :2 * H], X[:, s:s + b, 2 * H:]
         rz += a[:, :, :2 * H]
-        _sigmoid_(rz)
+        sigmoid_(rz)
         An[:, s:s + b] = a[:, :, 2 * H:]
         nn += rz[:, :, :H] * a[:, :, 2 * H:]
         xp.tanh(nn, out=nn)
@@ -467,7 +460,7 @@ def tree_lstm_scan(shapes, x, W, bx, U, b, *, lengths):
     rows, leaf_input, order, *per_level = [packed[e - len(a):e] for a, e in zip(host, ends)]
     Hs, C, TC = (xp.empty((n, H), x.dtype) for _ in range(3))
     A_leaf = x[leaf_input] @ W.T + bx
-    _sigmoid_(A_leaf[:, :2 * H])
+    sigmoid_(A_leaf[:, :2 * H])
     xp.tanh(A_leaf[:, 2 * H:], out=A_leaf[:, 2 * H:])
     c = A_leaf[:, :H] * A_leaf[:, 2 * H:]
     C[rows] = c
@@ -480,7 +473,7 @@ def tree_lstm_scan(shapes, x, W, bx, U, b, *, lengths):
         kids = xp.concatenate([Hs[l], Hs[r]], axis=1)
         a = kids @ UT
         a += bo
-        _sigmoid_(a[:, :4 * H])
+        sigmoid_(a[:, :4 * H])
         xp.tanh(a[:, 4 * H:], out=a[:, 4 * H:])
         cl, cr = C[l], C[r]
         c = a[:, :H] * a[:, 4 * H:]
