@@ -91,13 +91,27 @@ def gpu_available():
 def scatter_add(target, idx, rows):
     """``target[idx] += rows`` where repeated indices add up (NumPy's ``add.at``, which CuPy lacks)."""
     if name == "numpy":
-        numpy.add.at(target, idx, rows)
+        _add_at(target, idx, rows)
     elif name == "strict":
         xp.scatter_add(target, idx, rows)
     else:
         import cupyx
 
         cupyx.scatter_add(target, idx, rows)
+
+
+def _add_at(target, idx, rows):
+    """NumPy's ``add.at``. Whole rows picked by one index array take its general path, about 13 ns per element:
+    an embedding's gradient rows of one minibatch cost half a millisecond. Adding the same values into the
+    flattened array, one index per element, takes its 1-d path, five times faster from a few hundred elements
+    on, and adds in the same order (the same sums, bit for bit)."""
+    if (isinstance(idx, numpy.ndarray) and idx.ndim == 1 and target.ndim > 1 and rows.size >= 512
+            and target.flags.c_contiguous and rows.shape == idx.shape + target.shape[1:]):
+        w = target.size // target.shape[0]
+        flat = (idx.astype(numpy.intp, copy=False)[:, None] * w + numpy.arange(w)).reshape(-1)
+        numpy.add.at(target.reshape(-1), flat, rows.reshape(-1))
+    else:
+        numpy.add.at(target, idx, rows)
 
 
 if os.environ.get("AUTOBATCH_BACKEND"):

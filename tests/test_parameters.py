@@ -87,3 +87,29 @@ def test_values_snapshot_and_set_values_restore_every_parameter_by_name():
     np.testing.assert_array_equal(E.value(), snapshot[E.name])
     with pytest.raises(KeyError):
         pc.set_values({W.name: snapshot[W.name]})
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_scatter_add_of_rows_is_add_at_bit_for_bit(dtype):
+    # NumPy's scatter_add adds whole rows through a flattened index (the fast 1-d add.at) from 512 elements on:
+    # the same sums in the same order as add.at itself, repeats, negative and int32 indices and strided rows too.
+    start = backend.name
+    backend.use("numpy")  # (the NumPy path itself, under the strict suite too)
+    try:
+        _check_scatter_add(dtype)
+    finally:
+        backend.use(start)
+
+
+def _check_scatter_add(dtype):
+    rng = np.random.default_rng(0)
+    for n, rows_shape, idx_dtype in [(300, (7, 5), np.intp), (40, (64,), np.int32), (3, (4,), np.intp)]:
+        idx = rng.integers(-9, 9, n).astype(idx_dtype)
+        rows = rng.standard_normal((n,) + rows_shape).astype(dtype) * 10.0 ** rng.integers(-3, 4, (n,) + rows_shape)
+        for r in (rows, rows[:, ::-1]):  # contiguous and strided
+            got, want = np.ones((9,) + rows_shape, dtype), np.ones((9,) + rows_shape, dtype)
+            backend.scatter_add(got, idx, r)
+            np.add.at(want, idx, r)
+            np.testing.assert_array_equal(got, want)
+    with pytest.raises(IndexError):
+        backend.scatter_add(np.zeros((9, 64)), np.array([9] * 10), np.ones((10, 64)))
