@@ -24,5 +24,10 @@ cpdef list _depth(graph, list nodes)
                leaves=list, t=Py_ssize_t, left=Py_ssize_t, ni=Py_ssize_t, sid=Py_ssize_t, k=Py_ssize_t,
                ai=Py_ssize_t, i=Py_ssize_t, ready=list, active=list, r=list,
                unbatchable="unsigned char[:]", mean="double[:]", plan=list, best=Py_ssize_t, pick=Py_ssize_t,
-               j=Py_ssize_t, batch=list, ci=Py_ssize_t, released=list, sig=Signature)
+               j=Py_ssize_t, batch=list, ci=Py_ssize_t, released=list, sig=Signature, opened="long long[:]",
+               ran="long long[:]", alt=Py_ssize_t, alt_pick=Py_ssize_t)
 cpdef list _agenda(graph, list targets)
+
+@cython.locals(ni=Py_ssize_t, e=Py_ssize_t, ci=Py_ssize_t)
+cdef bint _releases(n, Py_ssize_t sid, int[:] first, int[:] nxt, list dst, int[:] waiting, int[:] sid_of,
+                    Py_ssize_t lo)

@@ -156,6 +156,8 @@ def _agenda(graph, targets):
     # The ready nodes of each signature (local index), and the signatures holding some, in the order they
     # became ready: ties in rank go to the earliest.
     ready, active, plan = [None] * nsig, [], []
+    # Pick numbers (from 1): when each signature's ready list was opened, and when it last ran.
+    opened, ran = _zeros(nsig, "q"), _zeros(nsig, "q")
     released = leaves  # nodes whose inputs have all run, not yet in a ready list
     while True:
         for c in released:
@@ -165,6 +167,7 @@ def _agenda(graph, targets):
             if r is None:
                 ready[sid] = [c]
                 active.append(sid)
+                opened[sid] = len(plan) + 1
             else:
                 r.append(c)
         if not active:
@@ -175,7 +178,26 @@ def _agenda(graph, targets):
             if unbatchable[sid] > unbatchable[best] or (unbatchable[sid] == unbatchable[best]
                                                         and mean[sid] < mean[best]):
                 best, pick = sid, j
+        if not unbatchable[best]:
+            # Completing the wave: a signature opened since ``best`` last ran (its nodes came from the same
+            # steps) whose ready nodes would release more of ``best`` runs first, so that they join this batch.
+            # The two directions of a BiLSTM: their gate products differ (two weight matrices) and the cell
+            # update, one signature, would otherwise run once per direction. A list that has waited since
+            # before ``best`` last ran (per-word losses held back by their deeper mean) is never taken here.
+            # Such a list holds one wave's nodes, so its first node speaks for it: one look per active
+            # signature, not one per ready node (a Tree-LSTM's leaf lists hold hundreds at minibatch 64).
+            alt, alt_pick = -1, 0
+            for j in range(len(active)):
+                sid = active[j]
+                if sid == best or unbatchable[sid] or opened[sid] < ran[best] or (
+                        alt >= 0 and mean[sid] >= mean[alt]):
+                    continue
+                if _releases(ready[sid][0], best, first, nxt, dst, waiting, sid_of, lo):
+                    alt, alt_pick = sid, j
+            if alt >= 0:
+                best, pick = alt, alt_pick
         del active[pick]
+        ran[best] = len(plan) + 1
         batch = ready[best]
         ready[best] = None
         plan.append(batch)
@@ -196,6 +218,18 @@ def _agenda(graph, targets):
     if left:
         raise RuntimeError(f"cycle detected: {left} nodes never became ready")
     return plan
+
+
+def _releases(n, sid, first, nxt, dst, waiting, sid_of, lo):
+    """Whether running node ``n`` makes a node of signature ``sid`` ready (its last pending input is ``n``)."""
+    ni = n
+    e = first[ni - lo]
+    while e:
+        ci = dst[e]
+        e = nxt[e]
+        if sid_of[ci - lo] == sid and waiting[ci - lo] == 1:
+            return True
+    return False
 
 
 _STRATEGIES = {"off": _off, "depth": _depth, "agenda": _agenda}

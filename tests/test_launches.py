@@ -69,3 +69,32 @@ def test_recurrent_inputs_are_views_not_copies():
     assert recurrent_reads == [SLICE] * 9
     tanh_reads = [b.plans[0][0] for b in g.batches if b.sig.prim.name == "tanh"]
     assert tanh_reads == [SLICE] * 10
+
+
+def test_agenda_runs_both_directions_of_a_bilstm_in_one_cell_batch_per_step():
+    """Word-by-word BiLSTM: each direction has its own gate product (two weight matrices, two signatures), but
+    the cell and output updates are one signature. The agenda runs the second direction's product before the
+    cell, so each step's cells run as ONE batch; by the mean-depth rule alone the cell ran once per direction."""
+    pc = ab.ParameterCollection(seed=0)
+    E, O = pc.add_lookup_parameters((VOCAB, H)), pc.add_parameters((5, 2 * H))
+    birnn = ab.BiRNN(ab.LSTM(pc, H, H), ab.LSTM(pc, H, H))
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(1, 21, 16)
+    values = {}
+    for strategy in ("agenda", "off"):
+        ab.renew_cg(strategy=strategy)
+        rng = np.random.default_rng(1)
+        losses = []
+        for n in lengths:
+            hs = birnn.transduce([E[int(w)] for w in rng.integers(0, VOCAB, n)])
+            losses += [ab.pick_neg_log_softmax(O @ h, int(t)) for h, t in zip(hs, rng.integers(0, 5, n))]
+        loss = ab.esum(losses)
+        values[strategy] = loss.value()
+        loss.backward()
+        if strategy == "agenda":
+            by_sig = ab.graph_stats()["by_signature"]
+    cells = [v for k, v in by_sig.items() if k.startswith(("lstm_cell", "lstm_hidden"))]
+    assert [v["batches"] for v in cells] == [lengths.max()] * 2
+    losses = [v for k, v in by_sig.items() if k.startswith("pick_neg_log_softmax")]
+    assert len(losses) == 1 and losses[0]["batches"] == 1  # the losses still wait for the chains' end
+    np.testing.assert_allclose(values["agenda"], values["off"], rtol=1e-5)

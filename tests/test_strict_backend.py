@@ -267,5 +267,6 @@ def test_gpu_check_measures_every_system_on_the_cpu(task, on):
     assert seq["transfers_per_update"]["downloads"] == 2 and seq["transfers_per_update"]["uploads"] > 0
     report = {"tests": {"exit_code": 0}, "runs": [dict(r, task="tagger", batch_size=64) for r in runs]}
     targets = gpu_check._targets(report, cpu_tree_256=None)
+    # (the target is rounded to 3 decimals: on this tiny task the ratio can be 0.03, where that is over 1%)
     assert targets["tests_pass"] and targets["tagger_seq_over_torch_mb64"] == pytest.approx(
-        seq["sents_per_s"] / torch_run["sents_per_s"], rel=1e-2)
+        seq["sents_per_s"] / torch_run["sents_per_s"], abs=5e-4)
