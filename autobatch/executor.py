@@ -2,6 +2,13 @@
 differentiation over the same batches, one VJP call per batch, gradients scattered back to their sources."""
 import numpy as np
 
+try:
+    import cython
+
+    COMPILED = cython.compiled  # True inside the compiled module
+except ImportError:  # pure Python without Cython installed
+    COMPILED = False
+
 from autobatch.kernels import backend
 from autobatch.kernels.structure import SparseRows
 
@@ -12,8 +19,9 @@ STRIDE = 1 << 32
 
 # How a batch reads one of its inputs: a parameter/constant passed once, a contiguous slice of an earlier
 # batch's output (a view: the common case along recurrent chains), rows taken from one batch, or runs of
-# consecutive rows from several batches, joined (two directions of a BiLSTM merged into one batch; see _joined).
-SHARED, SLICE, TAKE, RUNS = range(4)
+# consecutive rows from several batches, joined (two directions of a BiLSTM merged into one batch; see _joined)
+# through index arrays (RUNS) or, compiled on the CPU, copied run by run in C (ROWS).
+SHARED, SLICE, TAKE, RUNS, ROWS = range(5)
 
 
 class Batch:
@@ -45,6 +53,8 @@ def _order(graph, nodes, args, sig):
             break
     else:
         return nodes, args
+    if COMPILED:  # C sorts (``_sorted``, executor.pxd): a few hundred instructions where argsort costs thousands
+        return _sorted(keys, nodes, args)  # noqa: F821
     order = np.argsort(np.array(keys, np.int64), kind="stable").tolist()  # (sorted() calls a key per node)
     return [nodes[k] for k in order], [args[k] for k in order]
 
@@ -59,60 +69,80 @@ def _gather(graph, src):
     if k == size:
         p0 = first - b0 * stride
         return graph.batches[b0].out[p0:p0 + size], (SLICE, b0, p0)
-    base, rows, one, rising, last = b0 * stride, [], True, True, -1
-    for a in src:  # all in batch b0? Their rows there, and whether they rise (then no row repeats)
-        p = n_loc[a] - base
-        if p < 0 or p >= stride:
-            one = False
-            break
-        if p <= last:
-            rising = False
-        last = p
-        rows.append(p)
-    if one:
-        idx = backend.to_device(np.array(rows, np.intp))  # kept on the device for the backward pass
-        # take(), not [idx]: NumPy's fancy indexing costs three times as much on a few rows
-        return graph.batches[b0].out.take(idx, 0), (TAKE, b0, idx, rising or len(set(rows)) == size)
-    locs = [n_loc[a] for a in src]
-    runs, start = [], 0
-    for k in range(1, size + 1):
-        if k == size or locs[k] != locs[k - 1] + 1:
-            loc = locs[start]
-            b = loc // stride
-            p = loc - b * stride
-            runs.append((b, p, p + k - start))
-            start = k
-    return _joined(graph, runs)
+    if not (COMPILED and backend.name == "numpy"):  # (compiled on the CPU, C copies runs from any batches)
+        base, rows, one, rising, last = b0 * stride, [], True, True, -1
+        for a in src:  # all in batch b0? Their rows there, and whether they rise (then no row repeats)
+            loc = n_loc[a]  # (compiled, one conversion to a C int; then C arithmetic)
+            p = loc - base
+            if p < 0 or p >= stride:
+                one = False
+                break
+            if p <= last:
+                rising = False
+            last = p
+            rows.append(p)
+        if one:
+            idx = backend.to_device(np.array(rows, np.intp))  # kept on the device for the backward pass
+            # take(), not [idx]: NumPy's fancy indexing costs three times as much on a few rows
+            return graph.batches[b0].out.take(idx, 0), (TAKE, b0, idx, rising or len(set(rows)) == size)
+    # Maximal runs of consecutive locations, per source batch: the open one is [start, last]; the sentinel -2
+    # after the last node closes it.
+    parts, total, start, last = {}, 0, -2, -2
+    for k in range(size + 1):
+        loc = n_loc[src[k]] if k < size else -2
+        if loc != last + 1:
+            if start >= 0:
+                b = start // stride
+                p = start - b * stride
+                n = last + 1 - start
+                mine = parts.get(b)
+                if mine is None:
+                    parts[b] = [p, p + n, total]
+                else:
+                    mine.extend((p, p + n, total))
+                total += n
+            start = loc
+        last = loc
+    return _joined(graph, parts, total)
 
 
-def _joined(graph, runs):
-    """Runs (batch, start, stop) of rows from several batches, joined in order. They are read one source batch
-    at a time, not one run at a time: a tree's inputs come from every level below, hundreds of runs of a row or
-    two from a few batches, and a NumPy view and copy per run cost more than the rest of the batch. A batch
-    read in one run is read as a slice, one read in several through index arrays (``src`` rows of the batch
-    into ``dst`` rows of the input). The plan keeps (batch, src, dst, unique) per source batch: ``unique`` when
-    no row of the batch is read twice, so that the backward pass may add the gradient in one indexed step."""
-    parts = {}  # batch -> its runs, (start, stop, where they go in the input), in input order
-    total = 0
-    for b, p, q in runs:
-        mine = parts.get(b)
-        if mine is None:
-            parts[b] = [(p, q, total)]
-        else:
-            mine.append((p, q, total))
-        total += q - p
+def _triples(flat):
+    """The runs (start, stop, where) of a flat list of their numbers."""
+    it = iter(flat)
+    return zip(it, it, it)
+
+
+def _joined(graph, parts, total):
+    """The ``total`` rows of runs from several batches, joined in order: ``parts`` maps a source batch to its
+    runs (start, stop, where they go in the input), in input order, as one flat list of ints (tuples kept for
+    the backward pass would each be a container that the cycle collector walks until it is freed). They are read one source batch at a time,
+    not one run at a time: a tree's inputs come from every level below, hundreds of runs of a row or two from a
+    few batches, and a NumPy view and copy per run cost more than the rest of the batch. A batch read in one
+    run is read as a slice, one read in several through index arrays (``src`` rows of the batch into ``dst``
+    rows of the input). The plan keeps (batch, src, dst, unique) per source batch: ``unique`` when no row of the
+    batch is read twice, so that the backward pass may add the gradient in one indexed step."""
     batches = graph.batches
-    some = batches[runs[0][0]].out
+    some = batches[next(iter(parts))].out
     x = backend.xp.empty((total,) + some.shape[1:], some.dtype)
+    if COMPILED and backend.name == "numpy":
+        # Compiled on the CPU, C copies the runs of each source batch (``_runs``, executor.pxd: one call of a few
+        # hundred instructions where index arrays, take() and an indexed store cost several NumPy calls). The
+        # plan keeps the runs per source batch; the backward pass adds the gradient back the same way.
+        for b, mine in parts.items():
+            out = batches[b].out
+            if not _runs(out, x, mine, False):  # noqa: F821 (an array that C does not read: NumPy does it)
+                for p, q, d in _triples(mine):
+                    x[d:d + q - p] = out[p:q]
+        return x, (ROWS, parts)
     groups = []
     for b, mine in parts.items():
-        if len(mine) == 1:
-            p, q, d = mine[0]
+        if len(mine) == 3:
+            p, q, d = mine
             src, dst, unique = slice(p, q), slice(d, d + q - p), True
             x[dst] = batches[b].out[src]
         else:
             src, dst = [], []
-            for p, q, d in mine:
+            for p, q, d in _triples(mine):
                 for r in range(q - p):
                     src.append(p + r)
                     dst.append(d + r)
@@ -144,7 +174,15 @@ def _gather_rows(graph, src):
         idx = np.concatenate([np.arange(p, q) for _, p, q in runs])
         idx = backend.to_device(idx)
         return batches[b0].out[idx], (TAKE, b0, idx, len(set(src)) == len(src))
-    return _joined(graph, runs)
+    parts, total = {}, 0  # the runs per source batch (see _joined)
+    for b, p, q in runs:
+        mine = parts.get(b)
+        if mine is None:
+            parts[b] = [p, q, total]
+        else:
+            mine.extend((p, q, total))
+        total += q - p
+    return _joined(graph, parts, total)
 
 
 def run_forward(graph, plan):
@@ -291,6 +329,7 @@ def run_backward(graph, target):
         sig = batches[b].sig
         return (sig.prim.vjp is not None or sig.param is not None) and sig.dtype.kind == "f"
 
+    rows_in_c = COMPILED and backend.name == "numpy"  # gradient rows added in C (``_runs``, see _joined)
     top, pos = divmod(n_loc[target], STRIDE)
     if not wants(top):  # a function of inputs only: its gradient with respect to every parameter is zero
         return
@@ -345,7 +384,9 @@ def run_backward(graph, target):
                     buffer(b)[p] += gi
             elif kind == SLICE:
                 if wants(plan[1]):
-                    buffer(plan[1])[plan[2]:plan[2] + len(gi)] += gi
+                    acc, p = buffer(plan[1]), plan[2]
+                    if not (rows_in_c and _runs(acc, gi, [p, p + len(gi), 0], True)):  # noqa: F821
+                        acc[p:p + len(gi)] += gi
             elif kind == TAKE:
                 if wants(plan[1]):
                     idx = plan[2]
@@ -353,11 +394,18 @@ def run_backward(graph, target):
                         buffer(plan[1])[idx] += gi
                     else:
                         backend.scatter_add(buffer(plan[1]), idx, gi)
-            else:  # RUNS: per source batch (see _joined)
+            elif kind == RUNS:  # per source batch (see _joined)
                 for b, src, dst, unique in plan[1]:
                     if wants(b):
                         if unique:
                             buffer(b)[src] += gi[dst]
                         else:
                             backend.scatter_add(buffer(b), src, gi[dst])
+            else:  # ROWS: per source batch, in C (see _joined); a row read twice is added twice
+                for b, mine in plan[1].items():
+                    if wants(b):
+                        acc = buffer(b)
+                        if not _runs(acc, gi, mine, True):  # noqa: F821 (a gradient of another dtype)
+                            for p, q, d in _triples(mine):
+                                acc[p:q] += gi[d:d + q - p]
     graph.backward_batches += count

@@ -1,11 +1,12 @@
 """The executor's read plans and the graph's integer signature keys, on the cases they special-case: an input
-column read from several batches with rows repeated (read per source batch, the gradient added back with
-repeats), and signature keys that share their numbers but not their attributes, or do not fit the int."""
+column read from several batches with rows repeated (read per source batch through index arrays, or compiled on
+the CPU run by run in C; the gradient added back with repeats), and signature keys that share their numbers but
+not their attributes, or do not fit the int."""
 import numpy as np
 
 import autobatch as ab
 from autobatch import graph as graph_module
-from autobatch.executor import RUNS
+from autobatch.executor import ROWS, RUNS
 
 H = 3
 
@@ -26,9 +27,16 @@ def _repeated_rows(strategy):
 
 def test_rows_repeated_across_batches_read_and_differentiate_as_node_by_node():
     value, gW, gE, g = _repeated_rows("agenda")
-    plans = [p for batch in g.batches for p in batch.plans if p[0] == RUNS]
+    plans = [p for batch in g.batches for p in batch.plans if p[0] in (RUNS, ROWS)]
     assert plans, "the logistic batch did not read its input from several batches: the case went untested"
-    assert any(not unique for p in plans for _, _, _, unique in p[1]), "no source batch was read with repeats"
+    if ab.compiled and ab.backend.name == "numpy":  # compiled on the CPU: runs copied in C, per source batch
+        assert {p[0] for p in plans} == {ROWS}
+        read = [[r for k in range(0, len(runs), 3) for r in range(runs[k], runs[k + 1])]  # (start, stop, where)*
+                for p in plans for runs in p[1].values()]
+    else:  # through index arrays
+        assert {p[0] for p in plans} == {RUNS}
+        read = [ab.backend.asnumpy(src).tolist() for p in plans for _, src, _, _ in p[1] if not isinstance(src, slice)]
+    assert any(len(set(rows)) < len(rows) for rows in read), "no source batch was read with repeats"
     ref_value, ref_gW, ref_gE, _ = _repeated_rows("off")
     np.testing.assert_allclose(value, ref_value, rtol=1e-12)
     np.testing.assert_allclose(gW, ref_gW, rtol=1e-12)

@@ -160,7 +160,12 @@ def test_upload_and_download_counts_are_the_same_under_numpy_and_strict(on):
         pc["E"].grad
         s = ab.graph_stats()
         seen.append({k: s[k] for k in backend.transfers})
-    assert seen[0] == seen[1] and seen[0]["downloads"] == 2
+    numpy_run, strict_run = seen
+    if ab.compiled:  # compiled, NumPy's rows gathered from earlier batches are copied by C: no index array uploaded
+        assert numpy_run["uploads"] < strict_run["uploads"]
+        for k in ("uploads", "upload_bytes"):
+            del numpy_run[k], strict_run[k]
+    assert numpy_run == strict_run and numpy_run["downloads"] == 2
 
 
 def test_no_download_but_the_values_asked_for(on):
