@@ -130,13 +130,13 @@ class System:
         return {k: sum(h[k] for h in self.history) / len(self.history) for k in self.history[0]}
 
 
-def make(task, n_words, n_labels=None, seed=0, style="seq"):
-    """``style``: "seq", "prim" (tree: the Tree-LSTM from primitives), or a strategy ("off", "depth",
-    "agenda") for the step-by-step code."""
+def make(task, n_words, n_labels=None, seed=0, style="seq", strategy="agenda"):
+    """``style``: "seq", "prim" (tree: the Tree-LSTM from primitives, batched by ``strategy``), or a strategy
+    ("off", "depth", "agenda") for the step-by-step code."""
     if style == "seq":
         return System(task, n_words, n_labels, seed, "agenda", True)
     if style == "prim":
         if task != "tree":
             raise ValueError(f"autobatch-prim is the tree task's; the {task} task's per-word code is autobatch-agenda")
-        return System(task, n_words, n_labels, seed, "agenda", False, prim=True)
+        return System(task, n_words, n_labels, seed, strategy, False, prim=True)
     return System(task, n_words, n_labels, seed, style, False)

@@ -43,6 +43,31 @@ def test_rows_repeated_across_batches_read_and_differentiate_as_node_by_node():
     np.testing.assert_allclose(gE, ref_gE, rtol=1e-12)
 
 
+def _joined_into_a_concat(strategy):
+    """Rows of two batches, repeated and out of order, read by one concat batch whose gradient with respect to
+    each part is a column slice of its own (rows apart by a stride: the compiled CPU path adds such rows in C)."""
+    pc = ab.ParameterCollection(seed=2, dtype=np.float64)
+    W, E = pc.add_parameters((H, H)), pc.add_lookup_parameters((4, H))
+    ab.renew_cg(strategy=strategy)
+    a = [W @ E[i] for i in range(3)]
+    b = [ab.tanh(E[i]) for i in range(3)]
+    parts = [(a[2], b[0]), (b[1], a[0]), (a[0], b[2]), (b[1], a[1])]
+    outs = [ab.logistic(ab.concat([x, y])) * float(k + 1) for k, (x, y) in enumerate(parts)]
+    loss = ab.esum([ab.sum_elems(o) for o in outs])
+    value = loss.value()
+    loss.backward()
+    return value, W.grad.copy(), E.grad.copy(), ab.graph.current()
+
+
+def test_rows_joined_into_a_concat_take_its_strided_gradients_back_as_node_by_node():
+    value, gW, gE, g = _joined_into_a_concat("agenda")
+    assert any(p[0] in (RUNS, ROWS) for batch in g.batches for p in batch.plans), "no input joined: untested"
+    ref_value, ref_gW, ref_gE, _ = _joined_into_a_concat("off")
+    np.testing.assert_allclose(value, ref_value, rtol=1e-12)
+    np.testing.assert_allclose(gW, ref_gW, rtol=1e-12)
+    np.testing.assert_allclose(gE, ref_gE, rtol=1e-12)
+
+
 def test_same_numbers_other_attributes_are_other_signatures():
     """x * 2 and x * 3 share op and input kind (the int key) but not their attributes: alternating them in one
     graph must give each its own constant."""

@@ -126,6 +126,21 @@ def test_runner_prints_one_json_line(system):
     assert ("engine" in rec) == system.startswith("autobatch")  # autobatch reports its engine's counts
 
 
+def test_runner_batches_the_primitive_tree_by_the_strategy_asked_for():
+    recs = {}
+    for strategy in ("agenda", "depth"):
+        out = io.StringIO()
+        with redirect_stdout(out):
+            run.main(["--task", "tree", "--system", "autobatch-prim", "--strategy", strategy, "--batch-size", "4",
+                      "--sentences", "8", "--warmup", "0", "--check-updates", "2", "--window", "2"])
+        recs[strategy] = json.loads(out.getvalue())
+    assert {s: r["strategy"] for s, r in recs.items()} == {"agenda": "agenda", "depth": "depth"}
+    assert recs["agenda"]["loss_last"] == pytest.approx(recs["depth"]["loss_last"], rel=1e-4)  # same model, same data
+    assert recs["agenda"]["engine"]["nodes"] == recs["depth"]["engine"]["nodes"]
+    with pytest.raises(SystemExit):  # the other systems name their strategy
+        run.main(["--task", "tagger", "--system", "autobatch-agenda", "--strategy", "depth"])
+
+
 def test_runner_rejects_the_hand_batched_dynet_model_outside_the_lm():
     with pytest.raises(SystemExit):
         run.main(["--task", "tree", "--system", "dynet-batched"])

@@ -32,8 +32,9 @@ SYSTEMS = ("torch", "torch-dense", "dynet", "dynet-batched", "numpy",
            "autobatch-seq", "autobatch-agenda", "autobatch-prim", "autobatch-depth", "autobatch-off")
 
 
-def make_system(system, task, n_words, n_labels, seed, autobatch=0):
-    """Import the system's module (configuring DyNet first) and make the model for ``task``."""
+def make_system(system, task, n_words, n_labels, seed, autobatch=0, strategy=None):
+    """Import the system's module (configuring DyNet first) and make the model for ``task``; ``strategy``:
+    autobatch-prim's batching strategy (default agenda)."""
     if system in ("dynet", "dynet-batched"):
         from bench.peers import dynet_models
 
@@ -50,7 +51,8 @@ def make_system(system, task, n_words, n_labels, seed, autobatch=0):
     if system.startswith("autobatch-"):
         from bench import autobatch_systems  # the system under test, behind the same interface
 
-        return autobatch_systems.make(task, n_words, n_labels, seed, style=system.removeprefix("autobatch-"))
+        return autobatch_systems.make(task, n_words, n_labels, seed, style=system.removeprefix("autobatch-"),
+                                      strategy=strategy or "agenda")
     raise ValueError(f"unknown system {system!r}; expected one of {SYSTEMS}")
 
 
@@ -84,18 +86,23 @@ def main(argv=None):
     ap.add_argument("--check-updates", type=int, default=10, help="report the loss around this update")
     ap.add_argument("--window", type=int, default=5, help="updates averaged for the loss figures")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--strategy", choices=("agenda", "depth", "off"),
+                    help="autobatch-prim's batching strategy (default agenda); the step-by-step systems name theirs")
     ap.add_argument("--threads", type=int, help="torch threads (default 2); NumPy's BLAS reads OPENBLAS_NUM_THREADS "
                                                 "at import, so set that in the environment instead")
     args = ap.parse_args(argv)
     if args.system == "dynet-batched" and args.task != "lm":
         ap.error("--system dynet-batched exists for --task lm only")
+    if args.strategy and args.system != "autobatch-prim":
+        ap.error("--strategy is autobatch-prim's; the step-by-step code's strategies are --system autobatch-agenda, "
+                 "autobatch-depth and autobatch-off")
 
     warm_n = args.warmup * args.batch_size
     td = tasks.load(args.task, args.sentences + warm_n, args.data, args.seed)
     timed, warm = td.items[: args.sentences], td.items[args.sentences :]
     if len(timed) < args.sentences:
         sys.exit(f"only {len(timed)} items available, --sentences {args.sentences} asked")
-    system = make_system(args.system, args.task, td.n_words, td.n_labels, args.seed, args.autobatch)
+    system = make_system(args.system, args.task, td.n_words, td.n_labels, args.seed, args.autobatch, args.strategy)
     threads = _threads(args)
     load_before = os.getloadavg()[0]
     for batch in tasks.batches(args.task, warm, args.batch_size, args.seed + 1, args.order):
@@ -124,8 +131,8 @@ def main(argv=None):
         # the 1-minute load average before and after: above ~1 another process was running beside this one
         load_avg=[round(load_before, 2), round(os.getloadavg()[0], 2)],
     )
-    if hasattr(system, "report"):  # autobatch: the engine's per-minibatch counts and seconds
-        out["engine"] = system.report()
+    if hasattr(system, "report"):  # autobatch: its strategy, the engine's per-minibatch counts and seconds
+        out["strategy"], out["engine"] = system.strategy, system.report()
     print(json.dumps(out))
 
 
