@@ -18,13 +18,14 @@ cdef extern from *:  # what executor.py calls _runs: runs of rows copied from, o
         }
         return 1;
     }
-    /* runs: a flat list of ints, p, q, d for each run. add = 0: rows [p, q) of src copied onto rows [d, d + q - p) of join (the
-       joined input of a batch). add = 1 (float32 and float64): rows [d, d + q - p) of join (that input's
-       gradient) added onto rows [p, q) of src (its source batch's gradient buffer), in order, so a row read
-       twice gets both. The arrays share a format and a row shape. 1 when done; 0, with nothing written and no
-       exception left, when they are not such buffers (another dtype, a device array): the caller then does it
-       with NumPy. Strided buffers are asked for, so no NumPy array raises here (an exception costs more than
-       the copy). Each element is one IEEE operation, as in NumPy. -1 with an exception: a malformed run. */
+    /* runs: a flat list of ints, p, q, d for each run. add = 0: rows [p, q) of src copied onto rows
+       [d, d + q - p) of join (the joined input of a batch). add = 1 (float32 and float64): rows [d, d + q - p)
+       of join (that input's gradient) added onto rows [p, q) of src (its source batch's gradient buffer), in
+       order, so a row read twice gets both. The arrays share a format and a row shape. 1 when done; 0, with
+       nothing written and no exception left, when they are not such buffers (another dtype, a device array):
+       the caller then does it with NumPy. Strided buffers are asked for, so no NumPy array raises here (an
+       exception costs more than the copy). Each element is one IEEE operation, as in NumPy. -1 with an
+       exception: a malformed run. */
     static int autobatch_runs(PyObject *src, PyObject *join, PyObject *runs, int add) {
         Py_buffer a, b;
         Py_ssize_t i, k, r, n, row = 1, bytes, sa, sb, count = PyList_GET_SIZE(runs) / 3;

@@ -69,7 +69,9 @@ def _gather(graph, src):
     if k == size:
         p0 = first - b0 * stride
         return graph.batches[b0].out[p0:p0 + size], (SLICE, b0, p0)
-    if not (COMPILED and backend.name == "numpy"):  # (compiled on the CPU, C copies runs from any batches)
+    # Rows of one batch: taken through an index array, except compiled on the CPU, where C copies them as it
+    # copies a join's (the ROWS plan, below), with no index array.
+    if not (COMPILED and backend.name == "numpy"):
         base, rows, one, rising, last = b0 * stride, [], True, True, -1
         for a in src:  # all in batch b0? Their rows there, and whether they rise (then no row repeats)
             loc = n_loc[a]  # (compiled, one conversion to a C int; then C arithmetic)
@@ -114,13 +116,15 @@ def _triples(flat):
 
 def _joined(graph, parts, total):
     """The ``total`` rows of runs from several batches, joined in order: ``parts`` maps a source batch to its
-    runs (start, stop, where they go in the input), in input order, as one flat list of ints (tuples kept for
-    the backward pass would each be a container that the cycle collector walks until it is freed). They are read one source batch at a time,
-    not one run at a time: a tree's inputs come from every level below, hundreds of runs of a row or two from a
-    few batches, and a NumPy view and copy per run cost more than the rest of the batch. A batch read in one
-    run is read as a slice, one read in several through index arrays (``src`` rows of the batch into ``dst``
-    rows of the input). The plan keeps (batch, src, dst, unique) per source batch: ``unique`` when no row of the
-    batch is read twice, so that the backward pass may add the gradient in one indexed step."""
+    runs (start, stop, where they go in the input), in input order, as one flat list of ints (a tuple per run,
+    kept for the backward pass, would be a container for the cycle collector to walk until the graph is freed).
+    They are read one source batch at a time, not one run at a time: a tree's inputs come from every level
+    below, hundreds of runs of a row or two from a few batches, and a NumPy view and copy per run cost more than
+    the rest of the batch. Compiled on the CPU, C copies them (the ROWS plan keeps ``parts``). Otherwise a
+    batch read in one run is read as a slice, one read in several through index arrays (``src`` rows of the
+    batch into ``dst`` rows of the input), and the RUNS plan keeps (batch, src, dst, unique) per source batch:
+    ``unique`` when no row of the batch is read twice, so that the backward pass may add the gradient in one
+    indexed step."""
     batches = graph.batches
     some = batches[next(iter(parts))].out
     x = backend.xp.empty((total,) + some.shape[1:], some.dtype)
