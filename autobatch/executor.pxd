@@ -150,6 +150,11 @@ cdef extern from *:  # what executor.py calls _sorted: a batch's nodes and their
 
 cdef bint COMPILED  # executor.py's mode flag as a C int (tested per join and per backward pass)
 
+cdef inline bint _rows_in_c()
+
+@cython.locals(mine=list)
+cdef inline void _add_run(dict parts, long long b, long long p, long long q, Py_ssize_t where)
+
 @cython.locals(n_loc=list, j=Py_ssize_t, latest="long long", i=Py_ssize_t, loc="long long", keys=list,
                k=Py_ssize_t, order=list)
 cpdef tuple _order(graph, list nodes, list args, sig)
@@ -157,7 +162,7 @@ cpdef tuple _order(graph, list nodes, list args, sig)
 @cython.locals(n_loc=list, stride="long long", first="long long", size=Py_ssize_t, k=Py_ssize_t,
                b0="long long", p0="long long", base="long long", rows=list, one=bint, rising=bint, last="long long",
                loc="long long", parts=dict, total=Py_ssize_t, start="long long", b="long long", p="long long",
-               n="long long", mine=list)
+               n="long long")
 cpdef tuple _gather(graph, list src)
 
 @cython.locals(p=Py_ssize_t, q=Py_ssize_t, d=Py_ssize_t, r=Py_ssize_t, mine=list, groups=list, batches=list,

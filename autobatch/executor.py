@@ -71,7 +71,7 @@ def _gather(graph, src):
         return graph.batches[b0].out[p0:p0 + size], (SLICE, b0, p0)
     # Rows of one batch: taken through an index array, except compiled on the CPU, where C copies them as it
     # copies a join's (the ROWS plan, below), with no index array.
-    if not (COMPILED and backend.name == "numpy"):
+    if not _rows_in_c():
         base, rows, one, rising, last = b0 * stride, [], True, True, -1
         for a in src:  # all in batch b0? Their rows there, and whether they rise (then no row repeats)
             loc = n_loc[a]  # (compiled, one conversion to a C int; then C arithmetic)
@@ -97,15 +97,27 @@ def _gather(graph, src):
                 b = start // stride
                 p = start - b * stride
                 n = last + 1 - start
-                mine = parts.get(b)
-                if mine is None:
-                    parts[b] = [p, p + n, total]
-                else:
-                    mine.extend((p, p + n, total))
+                _add_run(parts, b, p, p + n, total)
                 total += n
             start = loc
         last = loc
     return _joined(graph, parts, total)
+
+
+def _rows_in_c():
+    """Whether C copies and adds the rows of gathers (``_runs``, executor.pxd): compiled, on NumPy's arrays.
+    Elsewhere (pure Python, a device) index arrays do it."""
+    return COMPILED and backend.name == "numpy"
+
+
+def _add_run(parts, b, p, q, where):
+    """Record rows [p, q) of batch ``b``, placed at row ``where`` of a joined input, in ``parts`` (see
+    _joined). Compiled, an inline C function (executor.pxd)."""
+    mine = parts.get(b)
+    if mine is None:
+        parts[b] = [p, q, where]
+    else:
+        mine.extend((p, q, where))
 
 
 def _triples(flat):
@@ -128,7 +140,7 @@ def _joined(graph, parts, total):
     batches = graph.batches
     some = batches[next(iter(parts))].out
     x = backend.xp.empty((total,) + some.shape[1:], some.dtype)
-    if COMPILED and backend.name == "numpy":
+    if _rows_in_c():
         # Compiled on the CPU, C copies the runs of each source batch (``_runs``, executor.pxd: one call of a few
         # hundred instructions where index arrays, take() and an indexed store cost several NumPy calls). The
         # plan keeps the runs per source batch; the backward pass adds the gradient back the same way.
@@ -180,11 +192,7 @@ def _gather_rows(graph, src):
         return batches[b0].out[idx], (TAKE, b0, idx, len(set(src)) == len(src))
     parts, total = {}, 0  # the runs per source batch (see _joined)
     for b, p, q in runs:
-        mine = parts.get(b)
-        if mine is None:
-            parts[b] = [p, q, total]
-        else:
-            mine.extend((p, q, total))
+        _add_run(parts, b, p, q, total)
         total += q - p
     return _joined(graph, parts, total)
 
@@ -333,7 +341,7 @@ def run_backward(graph, target):
         sig = batches[b].sig
         return (sig.prim.vjp is not None or sig.param is not None) and sig.dtype.kind == "f"
 
-    rows_in_c = COMPILED and backend.name == "numpy"  # gradient rows added in C (``_runs``, see _joined)
+    rows_in_c = _rows_in_c()  # gradient rows added in C (see _joined)
     top, pos = divmod(n_loc[target], STRIDE)
     if not wants(top):  # a function of inputs only: its gradient with respect to every parameter is zero
         return
