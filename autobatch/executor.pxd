@@ -103,7 +103,7 @@ cdef extern from *:  # what executor.py calls _sorted: a batch's nodes and their
     #ifndef AUTOBATCH_SORTED
     #define AUTOBATCH_SORTED
     #include <stdlib.h>
-    typedef struct { long long key; Py_ssize_t at; } autobatch_keyed;
+    typedef struct { Py_ssize_t key; Py_ssize_t at; } autobatch_keyed;
     static int autobatch_keyed_cmp(const void *x, const void *y) {
         const autobatch_keyed *a = (const autobatch_keyed *)x, *b = (const autobatch_keyed *)y;
         if (a->key != b->key) return a->key < b->key ? -1 : 1;
@@ -121,7 +121,8 @@ cdef extern from *:  # what executor.py calls _sorted: a batch's nodes and their
         }
         if (n > 64 && (v = (autobatch_keyed *)PyMem_Malloc((size_t)n * sizeof *v)) == NULL) return PyErr_NoMemory();
         for (i = 0; i < n; i++) {
-            v[i].key = PyLong_AsLongLong(PyList_GET_ITEM(keys, i));
+            /* (not PyLong_AsLongLong: CPython 3.11 converts a location of two digits through a byte array) */
+            v[i].key = PyLong_AsSsize_t(PyList_GET_ITEM(keys, i));
             v[i].at = i;
         }
         if (!PyErr_Occurred()) {
@@ -156,13 +157,13 @@ cdef inline bint _rows_in_c()
 cdef inline void _add_run(dict parts, long long b, long long p, long long q, Py_ssize_t where)
 
 @cython.locals(n_loc=list, j=Py_ssize_t, latest="long long", i=Py_ssize_t, loc="long long", keys=list,
-               k=Py_ssize_t, order=list)
+               k=Py_ssize_t, order=list, rising=bint, last="long long", a=Py_ssize_t)
 cpdef tuple _order(graph, list nodes, list args, sig)
 
 @cython.locals(n_loc=list, stride="long long", first="long long", size=Py_ssize_t, k=Py_ssize_t,
                b0="long long", p0="long long", base="long long", rows=list, one=bint, rising=bint, last="long long",
                loc="long long", parts=dict, total=Py_ssize_t, start="long long", b="long long", p="long long",
-               n="long long")
+               n="long long", a=Py_ssize_t)
 cpdef tuple _gather(graph, list src)
 
 @cython.locals(p=Py_ssize_t, q=Py_ssize_t, d=Py_ssize_t, r=Py_ssize_t, mine=list, groups=list, batches=list,

@@ -47,11 +47,16 @@ def _order(graph, nodes, args, sig):
         i += 1
     if j < 0:
         return nodes, args
-    keys = [n_loc[t[j]] for t in args]
-    for k in range(1, len(keys)):  # along chains the batch is in layout order already: test before sorting
-        if keys[k] < keys[k - 1]:
-            break
-    else:
+    keys, rising, last = [], True, -1
+    for t in args:  # along chains the batch is in layout order already: test before sorting
+        a = t[j]  # (compiled, C ints: the key objects are the graph's own, compared as C values)
+        key = n_loc[a]
+        loc = key
+        if loc < last:
+            rising = False
+        last = loc
+        keys.append(key)
+    if rising:
         return nodes, args
     if COMPILED:  # C sorts (``_sorted``, executor.pxd): a few hundred instructions where argsort costs thousands
         return _sorted(keys, nodes, args)  # noqa: F821
@@ -63,7 +68,11 @@ def _gather(graph, src):
     """The batched input made of the values of nodes ``src``, and how it was read (for the backward pass)."""
     n_loc, stride = graph.n_loc, STRIDE  # (compiled, a C copy of the stride: its divisions are C divisions)
     first, size, k = n_loc[src[0]], len(src), 1
-    while k < size and n_loc[src[k]] == first + k:  # consecutive positions of one batch: a view
+    while k < size:  # consecutive positions of one batch: a view
+        a = src[k]  # (compiled, a C int read from a C-typed location: no int objects made or compared)
+        loc = n_loc[a]
+        if loc != first + k:
+            break
         k += 1
     b0 = first // stride
     if k == size:
@@ -91,7 +100,11 @@ def _gather(graph, src):
     # after the last node closes it.
     parts, total, start, last = {}, 0, -2, -2
     for k in range(size + 1):
-        loc = n_loc[src[k]] if k < size else -2
+        if k < size:
+            a = src[k]
+            loc = n_loc[a]
+        else:
+            loc = -2
         if loc != last + 1:
             if start >= 0:
                 b = start // stride

@@ -18,7 +18,12 @@ cdef extern from *:  # what graph.py calls _untrack (a wrapper: the C API takes 
 
 cdef inline long long _zigzag(long long x)
 
+@cython.locals(size=Py_ssize_t)
+cpdef Py_ssize_t _first_pending(list n_loc, Py_ssize_t lo) except -1
+
 cdef bint COMPILED  # graph.py's mode flag as a C int: Graph.add tests it several times per node
+# Graph.add's bit-field bounds as C constants (as module objects, each test boxed a C int and compared objects)
+cdef long long _BITS15, _BITS16, _BITS23, _BITS24, _BITS47
 
 cdef class Graph:
     cdef public object strategy, ref, transfers_at
@@ -32,7 +37,8 @@ cdef class Graph:
     @cython.locals(n_sig=list, n_depth=list, k=Py_ssize_t, a=Py_ssize_t, b=Py_ssize_t,
                    sa=Signature, sb=Signature, sc=Signature, depth=Py_ssize_t, sig=Signature,
                    n_static=Py_ssize_t, shares=bint, parts=list, fast="long long", ka="long long",
-                   kb="long long", kc="long long", ca="long long", cb="long long", cc="long long")
+                   kb="long long", kc="long long", ca="long long", cb="long long", cc="long long", c=Py_ssize_t,
+                   da=Py_ssize_t)
     cpdef Py_ssize_t add(self, Primitive prim, args, attrs=*, aux=*, rows=*) except -1
 
     @cython.locals(n=Py_ssize_t)

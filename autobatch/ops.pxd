@@ -36,7 +36,7 @@ cpdef _unary(prim, x, attrs=*)
 @cython.locals(g=Graph, m=Py_ssize_t, n=Py_ssize_t, sig=Signature)
 cpdef matmul(a, x)
 
-@cython.locals(g=Graph, ids=tuple, sig=Signature)
+@cython.locals(g=Graph, nb=Py_ssize_t, nw=Py_ssize_t, n=Py_ssize_t, sig=Signature)
 cpdef affine(b, W, x)
 
 @cython.locals(g=Graph, node=tuple, p=Leaf, n=Py_ssize_t)

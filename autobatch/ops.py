@@ -357,9 +357,9 @@ def matmul(a, x):
 def affine(b, W, x):
     """``b + W @ x`` as one node."""
     g = _current[0]
-    ids = (_node(g, b), _node(g, W), _node(g, x))
-    sig = g.n_sig[ids[2]]
-    return _expr(g, g.add(AFFINE, ids, _XVEC[len(sig.shape) == 1]))
+    nb, nw, n = _node(g, b), _node(g, W), _node(g, x)
+    sig = g.n_sig[n]  # (compiled, read with a C index)
+    return _expr(g, g.add(AFFINE, (nb, nw, n), _XVEC[len(sig.shape) == 1]))
 
 
 def transpose(x):
