@@ -408,10 +408,18 @@ def run_backward(graph, target):
                 else:
                     buffer(b)[p] += gi
             elif kind == SLICE:
-                if wants(plan[1]):
-                    acc, p = buffer(plan[1]), plan[2]
-                    if not (rows_in_c and _runs(acc, gi, [p, p + len(gi), 0], True)):  # noqa: F821
-                        acc[p:p + len(gi)] += gi
+                b = plan[1]
+                if wants(b):
+                    p, out = plan[2], batches[b].out
+                    if p == 0 and gi.shape == out.shape and b not in grads:
+                        # The first gradient to reach batch b covers all of it (one consumer reads it whole, the
+                        # common case along a chain): a copy is its buffer (a new array of zeros and an add made
+                        # two passes and a memset).
+                        grads[b] = xp.array(gi, out.dtype, order="C")
+                    else:
+                        acc = buffer(b)
+                        if not (rows_in_c and _runs(acc, gi, [p, p + len(gi), 0], True)):  # noqa: F821
+                            acc[p:p + len(gi)] += gi
             elif kind == TAKE:
                 if wants(plan[1]):
                     idx = plan[2]

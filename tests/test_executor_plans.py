@@ -6,7 +6,8 @@ import numpy as np
 
 import autobatch as ab
 from autobatch import graph as graph_module
-from autobatch.executor import ROWS, RUNS
+from autobatch.executor import ROWS, RUNS, SLICE
+from autobatch.kernels import linalg
 
 H = 3
 
@@ -66,6 +67,55 @@ def test_rows_joined_into_a_concat_take_its_strided_gradients_back_as_node_by_no
     np.testing.assert_allclose(value, ref_value, rtol=1e-12)
     np.testing.assert_allclose(gW, ref_gW, rtol=1e-12)
     np.testing.assert_allclose(gE, ref_gE, rtol=1e-12)
+
+
+def _read_whole(strategy):
+    """A batch of three tanh nodes read whole, in order, by one add batch (v + v: the add's VJP hands one array to
+    both inputs), and one row of it again by a scaling."""
+    pc = ab.ParameterCollection(seed=3, dtype=np.float64)
+    W, E = pc.add_parameters((H, H)), pc.add_lookup_parameters((3, H))
+    ab.renew_cg(strategy=strategy)
+    x = [ab.tanh(W @ E[i]) for i in range(3)]
+    loss = ab.esum([ab.sum_elems(x[1] * 3.0)] + [ab.sum_elems(ab.logistic(v + v) * float(k + 1))
+                                                 for k, v in enumerate(x)])
+    value = loss.value()
+    loss.backward()
+    return value, W.grad.copy(), E.grad.copy(), ab.graph.current()
+
+
+def test_a_batch_whose_first_gradient_covers_it_takes_a_copy_as_its_buffer():
+    """The backward pass gives a batch the first gradient that reaches it, copied, when that gradient covers
+    it whole (no buffer of zeros to add it to); later gradients add onto the copy, not onto the array the VJP
+    returned (here the same array for both inputs of the add)."""
+    value, gW, gE, g = _read_whole("agenda")
+    tanh = next(b for b, batch in enumerate(g.batches) if batch.sig.prim.name == "tanh")
+    readers = [(c, p) for c, batch in enumerate(g.batches) for p in batch.plans if p[0] == SLICE and p[1] == tanh]
+    last = max(c for c, _ in readers)  # the backward pass meets the latest reader first
+    assert [p for c, p in readers if c == last] == [(SLICE, tanh, 0)] * 2, "the add does not read it whole"
+    assert len(g.batches[last].nodes) == len(g.batches[tanh].nodes) == 3
+    ref_value, ref_gW, ref_gE, _ = _read_whole("off")
+    np.testing.assert_allclose(value, ref_value, rtol=1e-12)
+    np.testing.assert_allclose(gW, ref_gW, rtol=1e-12)
+    np.testing.assert_allclose(gE, ref_gE, rtol=1e-12)
+
+
+def test_the_weight_gradient_of_a_one_row_batch_is_the_products_own_value():
+    """A shared matrix's gradient over a batch of one row is an outer product, which the VJP computes by
+    broadcasting (NumPy's matmul has a slow scalar loop for it): the same values, bit for bit, as the product
+    over several rows computes for each row, for row-major and strided gradients."""
+    rng = np.random.default_rng(0)
+    for dtype in (np.float32, np.float64):
+        wide = rng.standard_normal((1, 11)).astype(dtype)
+        for g in (wide[:, :7].copy(), wide[:, 2:9]):  # row-major, and a column slice (a strided view)
+            x, a = rng.standard_normal((1, 5)).astype(dtype), rng.standard_normal((7, 5)).astype(dtype)
+            ga, gx = linalg.matmul_vjp(g, None, a, x, xvec=True)
+            assert ga.dtype == dtype and ga.shape == (7, 5)
+            np.testing.assert_array_equal(ga, np.outer(g[0], x[0]))
+            two = linalg.matmul_vjp(np.concatenate([g, g]), None, a, np.concatenate([x, 0 * x]), xvec=True)[0]
+            np.testing.assert_array_equal(ga, two)  # the GEMM over two rows, the second adding zeros
+            np.testing.assert_allclose(gx, g @ a, rtol=1e-6)
+            gb, ga2, _ = linalg.affine_vjp(g, None, np.zeros(7, dtype), a, x, xvec=True)
+            np.testing.assert_array_equal(ga2, ga)
 
 
 def test_same_numbers_other_attributes_are_other_signatures():
