@@ -15,7 +15,8 @@ def matmul(a, x, *, xvec):
 def _rows_product(g, x):
     """G.T @ X (a shared matrix's gradient, summed over the batch's rows). A batch of one row (the last steps of
     the longest sentence, the top of the tallest tree) is an outer product, which NumPy's matmul computes in a
-    scalar loop of its own instead of BLAS: ten times slower than the broadcast product, bit for bit the same."""
+    scalar loop of its own instead of BLAS: 2.3 times slower than the broadcast product on a 200 x 50 matrix
+    (ten times the instructions), which gives the same bits."""
     return g[0][:, None] * x[0] if len(g) == 1 else g.T @ x
 
 
