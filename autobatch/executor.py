@@ -249,7 +249,7 @@ def run_forward(graph, plan):
                 kw = dict(kw, lengths=np.array([n_rows[t[j]] for t in args], np.intp))
         aux = None
         if prim.aux is not None:
-            per_node = [n_aux.get(n) for n in nodes]
+            per_node = [n_aux.get(m) for m in nodes]  # (m, untyped: the dict takes the graph's int objects)
             if sig.ragged and prim.seq == "rows":  # per-row data (a word id, a target) for every row
                 # Host ids are uploaded at once; a random op's uniforms were drawn on the device already.
                 aux = backend.xp.concatenate(per_node) if prim.random else backend.to_device(np.concatenate(per_node))
@@ -263,7 +263,7 @@ def run_forward(graph, plan):
             out, res = out
         if out.dtype != sig.dtype:  # the signature's dtype is the truth: integers NumPy made floats, an int32 sum
             out = out.astype(sig.dtype)  # NumPy widened, are cast to it (one compare per batch otherwise)
-        counts = [n_rows[n] for n in nodes] if sig.ragged else None
+        counts = [n_rows[m] for m in nodes] if sig.ragged else None
         total = size if counts is None else sum(counts)
         if out.shape != (total,) + sig.shape:
             raise RuntimeError(f"kernel {prim.name} returned shape {out.shape}, expected {(total,) + sig.shape}")
