@@ -156,6 +156,9 @@ cdef inline bint _rows_in_c()
 @cython.locals(mine=list)
 cdef inline void _add_run(dict parts, long long b, long long p, long long q, Py_ssize_t where)
 
+@cython.locals(p=Py_ssize_t, q=Py_ssize_t, d=Py_ssize_t)
+cdef inline void _move_runs(src, join, list runs, bint add)
+
 @cython.locals(n_loc=list, j=Py_ssize_t, latest="long long", i=Py_ssize_t, loc="long long", keys=list,
                k=Py_ssize_t, order=list, rising=bint, last="long long", a=Py_ssize_t)
 cpdef tuple _order(graph, list nodes, list args, sig)

@@ -139,6 +139,18 @@ def _triples(flat):
     return zip(it, it, it)
 
 
+def _move_runs(src, join, runs, add):
+    """Compiled on NumPy (``_rows_in_c``): the runs of rows (see _joined) of ``src`` copied onto ``join`` (``add``
+    false), or those of ``join`` added onto ``src`` (true: a row read twice gets both), by C (``_runs``,
+    executor.pxd), or by NumPy run by run for the arrays C does not take (another dtype)."""
+    if not _runs(src, join, runs, add):  # noqa: F821
+        for p, q, d in _triples(runs):
+            if add:
+                src[p:q] += join[d:d + q - p]
+            else:
+                join[d:d + q - p] = src[p:q]
+
+
 def _joined(graph, parts, total):
     """The ``total`` rows of runs from several batches, joined in order: ``parts`` maps a source batch to its
     runs (start, stop, where they go in the input), in input order, as one flat list of ints (a tuple per run,
@@ -158,10 +170,7 @@ def _joined(graph, parts, total):
         # hundred instructions where index arrays, take() and an indexed store cost several NumPy calls). The
         # plan keeps the runs per source batch; the backward pass adds the gradient back the same way.
         for b, mine in parts.items():
-            out = batches[b].out
-            if not _runs(out, x, mine, False):  # noqa: F821 (an array that C does not read: NumPy does it)
-                for p, q, d in _triples(mine):
-                    x[d:d + q - p] = out[p:q]
+            _move_runs(batches[b].out, x, mine, False)
         return x, (ROWS, parts)
     groups = []
     for b, mine in parts.items():
@@ -418,7 +427,9 @@ def run_backward(graph, target):
                         grads[b] = xp.array(gi, out.dtype, order="C")
                     else:
                         acc = buffer(b)
-                        if not (rows_in_c and _runs(acc, gi, [p, p + len(gi), 0], True)):  # noqa: F821
+                        if rows_in_c:
+                            _move_runs(acc, gi, [p, p + len(gi), 0], True)
+                        else:
                             acc[p:p + len(gi)] += gi
             elif kind == TAKE:
                 if wants(plan[1]):
@@ -434,11 +445,8 @@ def run_backward(graph, target):
                             buffer(b)[src] += gi[dst]
                         else:
                             backend.scatter_add(buffer(b), src, gi[dst])
-            else:  # ROWS: per source batch, in C (see _joined); a row read twice is added twice
+            else:  # ROWS: per source batch, in C (see _joined)
                 for b, mine in plan[1].items():
                     if wants(b):
-                        acc = buffer(b)
-                        if not _runs(acc, gi, mine, True):  # noqa: F821 (a gradient of another dtype)
-                            for p, q, d in _triples(mine):
-                                acc[p:q] += gi[d:d + q - p]
+                        _move_runs(buffer(b), gi, mine, True)
     graph.backward_batches += count
