@@ -10,6 +10,7 @@ except ImportError:  # pure Python without Cython installed
     COMPILED = False
 
 from autobatch.kernels import backend
+from autobatch.kernels.linalg import rows_product
 from autobatch.kernels.structure import SparseRows
 
 # Where an executed node's value lives, as one int: batch id * STRIDE + position in the batch (-1 before it runs).
@@ -346,11 +347,42 @@ def unbroadcast(g, shape):
     return g
 
 
+def _outer_input(batch, batches, n_loc):
+    """The input of ``batch`` whose gradient ``run_backward`` forms after the pass, or -1: a parameter matrix that
+    multiplies the batch's row vectors, of a primitive that declares it (``Primitive.outer``), when the batch's
+    rows are fewer than the matrix holds. Stacking a row copies its m + k numbers; a product of its own makes
+    and adds a new m x k matrix: a batch of more rows than m k / (m + k) keeps its own product (it is also
+    efficient on its own), one of fewer joins the stack."""
+    outer = batch.sig.prim.outer
+    if outer is None:
+        return -1
+    w, x = outer
+    plan, a = batch.plans[w], batch.inputs[w]
+    if plan[0] != SHARED or not batch.kw.get("xvec") or a.ndim != 2 or batch.inputs[x].ndim != 2:
+        return -1
+    m, k = a.shape
+    if len(batch.out) * (m + k) >= m * k:
+        return -1
+    return w if batches[n_loc[plan[1]] // STRIDE].sig.param is not None else -1
+
+
+def _stacked(arrays):
+    return arrays[0] if len(arrays) == 1 else backend.xp.concatenate(arrays)
+
+
 def run_backward(graph, target):
-    """Reverse-mode pass from ``target`` over the executed batches; parameters receive their gradients."""
+    """Reverse-mode pass from ``target`` over the executed batches; parameters receive their gradients.
+
+    A parameter matrix applied to row vectors (the weights of ``affine`` and ``matmul``) gets the part of its
+    gradient G.T @ X that comes from batches of few rows once, after the pass: their rows are stacked into one
+    product (see ``_outer_input``). Each such batch's own product, with the batch's few rows (one to a few dozen
+    along a chain or up a tree) as its inner dimension, made a new matrix the size of the weight and an add into
+    its gradient: in the suite's tree and tagger minibatches of 16, two-fifths of the backward pass. The sums
+    come in another order, equal to round-off."""
     xp = backend.xp
     batches, n_loc = graph.batches, graph.n_loc
     grads = {}
+    outer = {}  # a parameter's node: the output gradients and the row vectors of the batches that read it
 
     def buffer(b):
         g = grads.get(b)
@@ -383,6 +415,15 @@ def run_backward(graph, target):
             continue
         prim = sig.prim
         kw = batch.kw if batch.res is None else dict(batch.kw, res=batch.res)
+        w = _outer_input(batch, batches, n_loc)
+        if w >= 0:
+            kw = dict(kw, outer=False)
+            rows = outer.get(batch.plans[w][1])
+            if rows is None:
+                outer[batch.plans[w][1]] = ([g], [batch.inputs[prim.outer[1]]])
+            else:
+                rows[0].append(g)
+                rows[1].append(batch.inputs[prim.outer[1]])
         if batch.aux is None:
             gins = prim.vjp(g, batch.out, *batch.inputs, **kw)
         else:
@@ -449,4 +490,8 @@ def run_backward(graph, target):
                 for b, mine in plan[1].items():
                     if wants(b):
                         _move_runs(buffer(b), gi, mine, True)
+    for a, (gs, xs) in outer.items():
+        param = batches[n_loc[a] // STRIDE].sig.param()
+        if param is not None:
+            param.accumulate(rows_product(_stacked(gs), _stacked(xs)))
     graph.backward_batches += count

@@ -2,7 +2,7 @@
 # a Primitive is an extension type whose fields the graph reads as C fields (graph.pxd cimports it).
 cdef class Primitive:
     cdef readonly str name, kind, seq
-    cdef readonly object shape, fwd, vjp, aux, keeps_int
+    cdef readonly object shape, fwd, vjp, aux, keeps_int, outer
     cdef readonly tuple must_share
     cdef readonly bint shares, random, stacks, residual, constant_foldable, builds
     cdef readonly long long uid

@@ -26,19 +26,23 @@ class Primitive:
       floats (tanh, /, sqrt), so integer inputs give the float default, as in NumPy and PyTorch (see
       ``Graph._new_signature``). A function of the attributes where they decide (x * 2 keeps integers, x * 0.5
       does not).
+    - ``outer``: ``(w, x)`` when the gradient with respect to input ``w``, a shared matrix applied to row vectors
+      ``x`` (the batch's rows), is G.T @ X, a sum over the rows. The engine then forms it once per parameter and
+      backward pass, over the rows of every batch that read the parameter, and calls the VJP with
+      ``outer=False``: it returns None for ``w`` (see ``executor.run_backward``).
 
     - ``uid``: a number of its own (from 1), for the graph's integer signature keys.
 
     Read-only once made (compiled; by convention in pure Python). Compared and hashed by identity."""
 
     __slots__ = ("name", "kind", "shape", "fwd", "vjp", "shares", "aux", "random", "stacks", "residual", "seq",
-                 "must_share", "keeps_int", "constant_foldable", "builds", "uid")
+                 "must_share", "keeps_int", "outer", "constant_foldable", "builds", "uid")
 
     def __init__(self, name, kind, shape, fwd, vjp, shares=False, aux=None, random=False, stacks=False,
-                 residual=False, seq="none", must_share=(), keeps_int=False):
+                 residual=False, seq="none", must_share=(), keeps_int=False, outer=None):
         self.name, self.kind, self.shape, self.fwd, self.vjp = name, kind, shape, fwd, vjp
         self.shares, self.aux, self.random, self.stacks, self.residual = shares, aux, random, stacks, residual
-        self.seq, self.must_share, self.keeps_int = seq, tuple(must_share), keeps_int
+        self.seq, self.must_share, self.keeps_int, self.outer = seq, tuple(must_share), keeps_int, outer
         # Applied to parameters alone, the result is the same for every example (no per-node data, no
         # randomness), so it is computed once per graph.
         self.constant_foldable = aux is None and not random

@@ -139,9 +139,9 @@ MUL = primitive("mul", "elementwise", broadcast, ew.mul, ew.mul_vjp, keeps_int=T
 DIV = primitive("div", "elementwise", broadcast, ew.div, ew.div_vjp)
 
 MATMUL = primitive("matmul", "structural", _matmul_shape, linalg.matmul, linalg.matmul_vjp, shares=True,
-                   seq="rows", keeps_int=True)
+                   seq="rows", keeps_int=True, outer=(0, 1))
 AFFINE = primitive("affine", "structural", _affine_shape, linalg.affine, linalg.affine_vjp, shares=True,
-                   seq="rows", keeps_int=True)
+                   seq="rows", keeps_int=True, outer=(1, 2))
 TRANSPOSE = primitive("transpose", "structural", _transpose_shape, linalg.transpose, linalg.transpose_vjp,
                       keeps_int=True)
 

@@ -12,19 +12,22 @@ def matmul(a, x, *, xvec):
     return backend.xp.matmul(a, x)
 
 
-def _rows_product(g, x):
-    """G.T @ X (a shared matrix's gradient, summed over the batch's rows). A batch of one row (the last steps of
-    the longest sentence, the top of the tallest tree) is an outer product, which NumPy's matmul computes in a
-    scalar loop of its own instead of BLAS: 2.3 times slower than the broadcast product on a 200 x 50 matrix
-    (ten times the instructions), which gives the same bits."""
+def rows_product(g, x):
+    """G.T @ X: a shared matrix's gradient, summed over the rows of the output gradients G and of the row vectors X
+    it multiplied. The engine calls it once per parameter and backward pass, on the rows of every batch that read
+    the parameter (see the primitives' ``outer``). One row (a batch of one, under the "off" strategy) is an outer
+    product, which NumPy's matmul computes in a scalar loop of its own instead of BLAS: 2.3 times slower than the
+    broadcast product on a 200 x 50 matrix (ten times the instructions), which gives the same bits."""
     return g[0][:, None] * x[0] if len(g) == 1 else g.T @ x
 
 
-def matmul_vjp(g, y, a, x, *, xvec):
+def matmul_vjp(g, y, a, x, *, xvec, outer=True):
+    """``outer=False``: the engine forms a shared matrix's gradient against row vectors itself (``rows_product``
+    over all the batches that read it), and the VJP returns None for it."""
     xp = backend.xp
     if xvec:
         if a.ndim == 2:
-            return _rows_product(g, x), g @ a
+            return (rows_product(g, x) if outer else None), g @ a
         if x.ndim == 2:
             return g[:, :, None] * x[:, None, :], xp.matmul(g[:, None, :], a)[:, 0, :]
         return g[:, :, None] * x, xp.einsum("bm,bmn->n", g, a)
@@ -49,12 +52,13 @@ def affine(b, a, x, *, xvec):
     return y
 
 
-def affine_vjp(g, y, b, a, x, *, xvec):
+def affine_vjp(g, y, b, a, x, *, xvec, outer=True):
+    """``outer``: as for ``matmul_vjp``."""
     gb = g if b.ndim == g.ndim else g.sum(0)
     if _product_shared(a, x, xvec):
         gs = g.sum(0)
         return gb, (backend.xp.outer(gs, x) if xvec else gs @ x.T), a.T @ gs
-    ga, gx = matmul_vjp(g, y, a, x, xvec=xvec)
+    ga, gx = matmul_vjp(g, y, a, x, xvec=xvec, outer=outer)
     return gb, ga, gx
 
 

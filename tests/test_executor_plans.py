@@ -5,7 +5,7 @@ not their attributes, or do not fit the int."""
 import numpy as np
 
 import autobatch as ab
-from autobatch import graph as graph_module
+from autobatch import executor as executor_module, graph as graph_module
 from autobatch.executor import ROWS, RUNS, SLICE
 from autobatch.kernels import linalg
 
@@ -116,6 +116,95 @@ def test_the_weight_gradient_of_a_one_row_batch_is_the_products_own_value():
             np.testing.assert_allclose(gx, g @ a, rtol=1e-6)
             gb, ga2, _ = linalg.affine_vjp(g, None, np.zeros(7, dtype), a, x, xvec=True)
             np.testing.assert_array_equal(ga2, ga)
+
+
+D = 10  # weights of 10 x 10: a batch of fewer than 10 * 10 / (10 + 10) = 5 rows joins the stacked product
+
+
+def _chains_loss(W, b, V, S, E, lengths):
+    """Chains of affine steps, one per length, with one weight W, so that it is read by batches of 1 to 4 rows
+    (the longest chain runs alone at its end), every other step a product with S * 0.5 (a function of a
+    parameter, not a parameter: each batch's product goes through its node), and a loss per step through V."""
+    terms = []
+    for k, n in enumerate(lengths):
+        h = E[k]
+        for step in range(n):
+            h = ab.tanh(ab.affine(b, W, h)) if step % 2 == 0 else ab.tanh((S * 0.5) @ h)
+            terms.append(ab.sum_elems(V @ h) * float(step + 1))
+    return ab.esum(terms)
+
+
+def _chains_model(rows=4):
+    pc = ab.ParameterCollection(seed=3, dtype=np.float64)
+    return pc, (pc.add_parameters((D, D)), pc.add_parameters((D,), init="normal"), pc.add_parameters((D, D)),
+                pc.add_parameters((D, D)), pc.add_lookup_parameters((rows, D)))
+
+
+def _chains(strategy, lengths=(1, 4, 2, 6)):
+    """``_chains_loss``' value and gradients under ``strategy``, and the rows of each weight product the backward
+    pass formed after the pass."""
+    _, params = _chains_model(len(lengths))
+    ab.renew_cg(strategy=strategy)
+    loss = _chains_loss(*params, lengths)
+    value = loss.value()
+    calls = []
+    real = executor_module.rows_product
+    executor_module.rows_product = lambda g, x: calls.append(len(g)) or real(g, x)
+    try:
+        loss.backward()
+    finally:
+        executor_module.rows_product = real
+    return value, [p.grad.copy() for p in params], calls
+
+
+def test_a_weights_gradient_from_batches_of_few_rows_is_one_product_after_the_pass():
+    """Node by node, W is read by 7 batches of one row and V by 13: each parameter's gradient is one product
+    over their stacked rows. Batched, W's batches (4, 2 and 1 rows) are stacked too. The gradients equal the
+    node-by-node ones and central differences."""
+    ref_value, ref_grads, ref_calls = _chains("off")
+    assert sorted(ref_calls) == [7, 13], ref_calls
+    value, grads, calls = _chains("agenda")
+    assert 7 in calls and len(calls) <= 2, calls
+    np.testing.assert_allclose(value, ref_value, rtol=1e-12)
+    for got, ref in zip(grads, ref_grads):
+        np.testing.assert_allclose(got, ref, rtol=1e-10, atol=1e-12)
+    W0 = _chains_model()[1][0].value().copy()
+    eps, fd = 1e-6, np.zeros((D, D))
+    for i, j in [(0, 0), (3, 7), (9, 2), (5, 5)]:
+        loss_at = []
+        for step in (eps, -eps):
+            _, params = _chains_model()
+            w = W0.copy()
+            w[i, j] += step
+            params[0].set_value(w)
+            ab.renew_cg()
+            loss_at.append(_chains_loss(*params, (1, 4, 2, 6)).value())
+        fd[i, j] = (loss_at[0] - loss_at[1]) / (2 * eps)
+        np.testing.assert_allclose(grads[0][i, j], fd[i, j], rtol=1e-6, atol=1e-8)
+
+
+def test_a_batch_of_many_rows_keeps_its_own_weight_product():
+    """Twelve chains of one step: W's batch has 12 rows, more than 10 * 10 / 20, and keeps its own product (the
+    VJP's); V's losses likewise. The gradients equal the node-by-node ones (where every batch is stacked)."""
+    value, grads, calls = _chains("agenda", (1,) * 12)
+    assert calls == [], calls
+    ref_value, ref_grads, ref_calls = _chains("off", (1,) * 12)
+    assert sorted(ref_calls) == [12, 12]
+    np.testing.assert_allclose(value, ref_value, rtol=1e-12)
+    for got, ref in zip(grads, ref_grads):
+        np.testing.assert_allclose(got, ref, rtol=1e-10, atol=1e-12)
+
+
+def test_the_vjp_leaves_a_weight_it_is_told_the_engine_forms():
+    rng = np.random.default_rng(1)
+    g, a, x = rng.standard_normal((4, 3)), rng.standard_normal((3, 5)), rng.standard_normal((4, 5))
+    ga, gx = linalg.matmul_vjp(g, None, a, x, xvec=True, outer=False)
+    assert ga is None
+    np.testing.assert_array_equal(gx, linalg.matmul_vjp(g, None, a, x, xvec=True)[1])
+    gb, ga, gx2 = linalg.affine_vjp(g, None, np.zeros(3), a, x, xvec=True, outer=False)
+    assert ga is None
+    np.testing.assert_array_equal(gx2, gx)
+    np.testing.assert_array_equal(linalg.rows_product(g, x), g.T @ x)
 
 
 def test_same_numbers_other_attributes_are_other_signatures():
