@@ -32,6 +32,29 @@ def test_graph_stats_counts_and_timings():
     assert min(s["build_s"], s["schedule_s"], s["execute_s"], s["backward_s"]) > 0
 
 
+def test_has_pending_after_builds_partial_passes_and_invalidation():
+    """Nodes built since the last pass, and nodes an earlier pass did not need, are pending; a pass over them
+    all leaves none; invalidating makes every node pending again."""
+    pc = ab.ParameterCollection(seed=0)
+    E = pc.add_lookup_parameters((5, 3))
+    ab.renew_cg()
+    g = ab.graph.current()
+    a, b = ab.tanh(E[0]), ab.logistic(E[1])
+    assert g.has_pending()
+    a.value()  # b's branch not needed: built before a's nodes' end, still pending
+    assert g.has_pending()
+    b.value()
+    assert not g.has_pending()
+    c = ab.cmult(a, b)
+    assert g.has_pending()
+    c.value()
+    assert not g.has_pending()
+    g.invalidate()
+    assert g.has_pending()
+    c.value()
+    assert not g.has_pending()
+
+
 def test_batching_report_names_signatures_and_unbatched_nodes(capsys):
     _workload()
     text = ab.batching_report()
