@@ -2,6 +2,8 @@
 column read from several batches with rows repeated (read per source batch through index arrays, or compiled on
 the CPU run by run in C; the gradient added back with repeats), and signature keys that share their numbers but
 not their attributes, or do not fit the int."""
+import collections
+
 import numpy as np
 
 import autobatch as ab
@@ -181,6 +183,39 @@ def test_a_weights_gradient_from_batches_of_few_rows_is_one_product_after_the_pa
             loss_at.append(_chains_loss(*params, (1, 4, 2, 6)).value())
         fd[i, j] = (loss_at[0] - loss_at[1]) / (2 * eps)
         np.testing.assert_allclose(grads[0][i, j], fd[i, j], rtol=1e-6, atol=1e-8)
+
+
+def test_a_matrix_read_again_in_a_pass_is_multiplied_column_major(monkeypatch):
+    """On the CPU a shared matrix is passed to the forward product as a column-major copy from its second read
+    in a pass on (OpenBLAS multiplies X @ W.T faster so): one copy per matrix read more than once (W, S * 0.5 and
+    V under "off", each read by several batches of one row), none for one read once; every batch keeps the
+    matrix's own row-major array for its backward pass, and the values are those of the product as written."""
+    copies = []
+    real = np.asfortranarray
+    monkeypatch.setattr(np, "asfortranarray", lambda a: copies.append(a.flags.c_contiguous) or real(a))
+    for strategy in ("off", "agenda"):
+        copies.clear()
+        _, params = _chains_model(4)
+        ab.renew_cg(strategy=strategy)
+        loss = _chains_loss(*params, (1, 4, 2, 6))
+        once = params[3] @ params[4][0]  # S, read by one batch: passed as it is
+        value = (loss + ab.sum_elems(once)).value()
+        g = ab.graph.current()
+        products = [b for b in g.batches if b.sig.prim.outer is not None]
+        assert products and all(b.inputs[b.sig.prim.outer[0]].flags.c_contiguous for b in products)
+        reads = collections.Counter(b.plans[b.sig.prim.outer[0]][1] for b in products)
+        assert len(reads) == 4 and sorted(reads.values())[0] == 1  # W, S * 0.5, V, and S read once
+        if ab.backend.name == "numpy":
+            assert copies == [True] * sum(1 for r in reads.values() if r > 1), (strategy, copies, reads)
+            assert strategy == "agenda" or len(copies) == 3
+        W, b, V, S, E = (p.value() for p in params)
+        ref = float(np.sum(S @ E[0]))
+        for k, n in enumerate((1, 4, 2, 6)):
+            h = E[k]
+            for step in range(n):
+                h = np.tanh(b + W @ h) if step % 2 == 0 else np.tanh((S * 0.5) @ h)
+                ref += float(np.sum(V @ h)) * (step + 1)
+        np.testing.assert_allclose(value, ref, rtol=1e-12)
 
 
 def test_a_batch_of_many_rows_keeps_its_own_weight_product():
