@@ -220,24 +220,36 @@ def _gather_rows(graph, src):
     return _joined(graph, parts, total)
 
 
-def _transposed_layout(layouts, batch_inputs, plans, prim, kw):
-    """The input of a product to pass in column-major order (see ``run_forward``), or -1."""
-    w, x = prim.outer
-    if plans[w][0] != SHARED or not kw.get("xvec") or batch_inputs[w].ndim != 2 or batch_inputs[x].ndim != 2:
+def _shared_product(prim, inputs, plans, kw):
+    """The input of a batch of a product (a primitive with ``outer``) that is a shared matrix multiplying the
+    batch's row vectors, or -1."""
+    outer = prim.outer
+    if outer is None:
         return -1
-    key = plans[w][1]
-    if key not in layouts:  # the first read in this pass (maybe the only one): as it is
-        layouts[key] = None
+    w, x = outer
+    if plans[w][0] != SHARED or not kw.get("xvec") or inputs[w].ndim != 2 or inputs[x].ndim != 2:
         return -1
-    if layouts[key] is None:
-        layouts[key] = backend.xp.asfortranarray(batch_inputs[w])
     return w
+
+
+def _column_major(layouts, w, inputs, plans):
+    """The shared matrix ``inputs[w]`` as the forward kernel gets it (see ``run_forward``): as it is at its first
+    read in the pass (maybe its only one), then as one column-major copy."""
+    key = plans[w][1]
+    if key not in layouts:
+        layouts[key] = None
+        return inputs[w]
+    t = layouts[key]
+    if t is None:
+        t = layouts[key] = backend.xp.asfortranarray(inputs[w])
+    return t
 
 
 def run_forward(graph, plan):
     """Execute each batch of ``plan`` in order.
 
-    A parameter matrix W applied to row vectors X (``Primitive.outer``) is multiplied as X @ W.T. OpenBLAS runs
+    A shared matrix W (a parameter, or a function of parameters) applied to row vectors X (``Primitive.outer``)
+    is multiplied as X @ W.T. OpenBLAS runs
     that product, with W stored row-major, up to 2.9 times slower than with W column-major for batches of 8 to
     a few dozen rows (the rows of a chain's or a tree level's step): a 200 x 50 recurrent weight, 16 rows, 9.5
     against 4.2 us. The VJP's G @ W wants it row-major (the same gap the other way). So from the second batch
@@ -289,10 +301,10 @@ def run_forward(graph, plan):
                 aux = backend.to_device(np.array(per_node, np.intp))
             else:
                 aux = per_node
-        w = -1 if layouts is None or prim.outer is None else _transposed_layout(layouts, inputs, plans, prim, kw)
+        w = -1 if layouts is None else _shared_product(prim, inputs, plans, kw)
         if w >= 0:
             own = inputs[w]
-            inputs[w] = layouts[plans[w][1]]
+            inputs[w] = _column_major(layouts, w, inputs, plans)
         out = prim.fwd(*inputs, **kw) if aux is None else prim.fwd(aux, *inputs, **kw)
         if w >= 0:
             inputs[w] = own
@@ -381,17 +393,13 @@ def _outer_input(batch, batches, n_loc):
     rows are fewer than the matrix holds. Stacking a row copies its m + k numbers; a product of its own makes
     and adds a new m x k matrix: a batch of more rows than m k / (m + k) keeps its own product (it is also
     efficient on its own), one of fewer joins the stack."""
-    outer = batch.sig.prim.outer
-    if outer is None:
+    w = _shared_product(batch.sig.prim, batch.inputs, batch.plans, batch.kw)
+    if w < 0:
         return -1
-    w, x = outer
-    plan, a = batch.plans[w], batch.inputs[w]
-    if plan[0] != SHARED or not batch.kw.get("xvec") or a.ndim != 2 or batch.inputs[x].ndim != 2:
-        return -1
-    m, k = a.shape
+    m, k = batch.inputs[w].shape
     if len(batch.out) * (m + k) >= m * k:
         return -1
-    return w if batches[n_loc[plan[1]] // STRIDE].sig.param is not None else -1
+    return w if batches[n_loc[batch.plans[w][1]] // STRIDE].sig.param is not None else -1
 
 
 def _stacked(arrays):
@@ -446,12 +454,13 @@ def run_backward(graph, target):
         w = _outer_input(batch, batches, n_loc)
         if w >= 0:
             kw = dict(kw, outer=False)
-            rows = outer.get(batch.plans[w][1])
+            key, x = batch.plans[w][1], batch.inputs[prim.outer[1]]
+            rows = outer.get(key)
             if rows is None:
-                outer[batch.plans[w][1]] = ([g], [batch.inputs[prim.outer[1]]])
+                outer[key] = ([g], [x])
             else:
                 rows[0].append(g)
-                rows[1].append(batch.inputs[prim.outer[1]])
+                rows[1].append(x)
         if batch.aux is None:
             gins = prim.vjp(g, batch.out, *batch.inputs, **kw)
         else:
