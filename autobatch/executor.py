@@ -414,11 +414,13 @@ def run_backward(graph, target):
     product (see ``_outer_input``). Each such batch's own product, with the batch's few rows (one to a few dozen
     along a chain or up a tree) as its inner dimension, made a new matrix the size of the weight and an add into
     its gradient: in the suite's tree and tagger minibatches of 16, two-fifths of the backward pass. The sums
-    come in another order, equal to round-off."""
+    come in another order, equal to round-off. Stacking batches products across batches, so the "off" strategy,
+    the node-by-node reference that the batched strategies are checked against, does not stack."""
     xp = backend.xp
     batches, n_loc = graph.batches, graph.n_loc
     grads = {}
     outer = {}  # a parameter's node: the output gradients and the row vectors of the batches that read it
+    stack = graph.strategy != "off"
 
     def buffer(b):
         g = grads.get(b)
@@ -451,7 +453,7 @@ def run_backward(graph, target):
             continue
         prim = sig.prim
         kw = batch.kw if batch.res is None else dict(batch.kw, res=batch.res)
-        w = _outer_input(batch, batches, n_loc)
+        w = _outer_input(batch, batches, n_loc) if stack else -1
         if w >= 0:
             kw = dict(kw, outer=False)
             key, x = batch.plans[w][1], batch.inputs[prim.outer[1]]
