@@ -232,11 +232,18 @@ def _shared_product(prim, inputs, plans, kw):
     return w
 
 
+# The largest matrix (elements) that run_forward copies column-major: up to 128 x 1,024 a copy costs about 0.6 ns
+# per element (a 1,000 x 128 one, 82 us), what a few batches' products gain back. Past the cache it costs more
+# (a 10,000 x 256 output layer: 2.1 ns per element, 5.5 ms, about four products of 16 rows' gain), so such a
+# matrix is multiplied as it is.
+COPY_MAX = 1 << 17
+
+
 def _column_major(layouts, w, inputs, plans):
     """The shared matrix ``inputs[w]`` as the forward kernel gets it (see ``run_forward``): as it is at its first
-    read in the pass (maybe its only one), then as one column-major copy."""
+    read in the pass (maybe its only one), then as one column-major copy (up to ``COPY_MAX`` elements)."""
     key = plans[w][1]
-    if key not in layouts:
+    if key not in layouts or inputs[w].size > COPY_MAX:
         layouts[key] = None
         return inputs[w]
     t = layouts[key]
@@ -253,8 +260,9 @@ def run_forward(graph, plan):
     that product, with W stored row-major, up to 2.9 times slower than with W column-major for batches of 8 to
     a few dozen rows (the rows of a chain's or a tree level's step): a 200 x 50 recurrent weight, 16 rows, 9.5
     against 4.2 us. The VJP's G @ W wants it row-major (the same gap the other way). So from the second batch
-    of a pass that reads it, a matrix is passed to the forward kernel as a column-major copy, made once per pass;
-    the batch keeps the parameter's own array for the backward pass. On the CPU only (cuBLAS takes either)."""
+    of a pass that reads it, a matrix of up to ``COPY_MAX`` elements is passed to the forward kernel as a
+    column-major copy, made once per pass; the batch keeps the parameter's own array for the backward pass. On the
+    CPU only (cuBLAS takes either)."""
     n_sig, n_args, n_aux, n_loc, batches = graph.n_sig, graph.n_args, graph.n_aux, graph.n_loc, graph.batches
     n_rows = graph.n_rows
     layouts = {} if backend.name == "numpy" else None  # a parameter's node: None once read, then its copy

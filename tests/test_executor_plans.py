@@ -218,6 +218,21 @@ def test_a_matrix_read_again_in_a_pass_is_multiplied_column_major(monkeypatch):
         np.testing.assert_allclose(value, ref, rtol=1e-12)
 
 
+def test_a_large_matrix_is_multiplied_as_it_is(monkeypatch):
+    """A matrix past COPY_MAX elements (an output layer over a vocabulary) read by several batches is not copied:
+    its copy would cost more than the products gain."""
+    copies = []
+    real = np.asfortranarray
+    monkeypatch.setattr(np, "asfortranarray", lambda a: copies.append(a.shape) or real(a))
+    pc = ab.ParameterCollection(seed=0, dtype=np.float64)
+    n = executor_module.COPY_MAX // 16 + 1
+    O, E = pc.add_parameters((n, 16)), pc.add_lookup_parameters((3, 16))
+    ab.renew_cg(strategy="off")
+    value = ab.esum([ab.sum_elems(O @ E[i]) for i in range(3)]).value()
+    assert copies == []
+    np.testing.assert_allclose(value, float(np.sum(O.value() @ E.value().T)), rtol=1e-10)
+
+
 def test_a_batch_of_many_rows_keeps_its_own_weight_product():
     """Twelve chains of one step: W's batch has 12 rows, more than 10 * 10 / 20, and keeps its own product (the
     VJP's); V's losses likewise. The gradients equal the node-by-node ones."""
