@@ -256,16 +256,15 @@ def run_forward(graph, plan):
     """Execute each batch of ``plan`` in order.
 
     A shared matrix W (a parameter, or a function of parameters) applied to row vectors X (``Primitive.outer``)
-    is multiplied as X @ W.T. OpenBLAS runs
-    that product, with W stored row-major, up to 2.9 times slower than with W column-major for batches of 8 to
-    a few dozen rows (the rows of a chain's or a tree level's step): a 200 x 50 recurrent weight, 16 rows, 9.5
-    against 4.2 us. The VJP's G @ W wants it row-major (the same gap the other way). So from the second batch
-    of a pass that reads it, a matrix of up to ``COPY_MAX`` elements is passed to the forward kernel as a
-    column-major copy, made once per pass; the batch keeps the parameter's own array for the backward pass. On the
-    CPU only (cuBLAS takes either)."""
+    is multiplied as X @ W.T. OpenBLAS runs that product, with W stored row-major, up to 2.9 times slower than
+    with W column-major for batches of 8 to a few dozen rows (the rows of a chain's or a tree level's step): a
+    200 x 50 recurrent weight, 16 rows, 9.5 against 4.2 us. The VJP's G @ W wants it row-major (the same gap the
+    other way). So from the second batch of a pass that reads it, a matrix of up to ``COPY_MAX`` elements is
+    passed to the forward kernel as a column-major copy, made once per pass; the batch keeps the matrix's own
+    array for the backward pass. On the CPU only (cuBLAS takes either layout)."""
     n_sig, n_args, n_aux, n_loc, batches = graph.n_sig, graph.n_args, graph.n_aux, graph.n_loc, graph.batches
     n_rows = graph.n_rows
-    layouts = {} if backend.name == "numpy" else None  # a parameter's node: None once read, then its copy
+    layouts = {} if backend.name == "numpy" else None  # a shared matrix's node: None once read, then its copy
     for nodes in plan:
         sig = n_sig[nodes[0]]
         prim = sig.prim
@@ -396,11 +395,11 @@ def unbroadcast(g, shape):
 
 
 def _outer_input(batch, batches, n_loc):
-    """The input of ``batch`` whose gradient ``run_backward`` forms after the pass, or -1: a parameter matrix that
-    multiplies the batch's row vectors, of a primitive that declares it (``Primitive.outer``), when the batch's
-    rows are fewer than the matrix holds. Stacking a row copies its m + k numbers; a product of its own makes
-    and adds a new m x k matrix: a batch of more rows than m k / (m + k) keeps its own product (it is also
-    efficient on its own), one of fewer joins the stack."""
+    """The input of ``batch`` whose gradient ``run_backward`` forms after the pass, or -1: a parameter matrix
+    (m x k) that multiplies the batch's row vectors, of a primitive that declares it (``Primitive.outer``), when
+    the batch has fewer than m k / (m + k) rows. Stacking a row copies its m + k numbers, and a product of its
+    own makes and adds a new m x k matrix: a batch of more rows keeps its own product (also efficient on its
+    own), one of fewer joins the stack."""
     w = _shared_product(batch.sig.prim, batch.inputs, batch.plans, batch.kw)
     if w < 0:
         return -1

@@ -26,10 +26,12 @@ class Primitive:
       floats (tanh, /, sqrt), so integer inputs give the float default, as in NumPy and PyTorch (see
       ``Graph._new_signature``). A function of the attributes where they decide (x * 2 keeps integers, x * 0.5
       does not).
-    - ``outer``: ``(w, x)`` when the gradient with respect to input ``w``, a shared matrix applied to row vectors
-      ``x`` (the batch's rows), is G.T @ X, a sum over the rows. The engine then forms it once per parameter and
-      backward pass, over the rows of every batch that read the parameter, and calls the VJP with
-      ``outer=False``: it returns None for ``w`` (see ``executor.run_backward``).
+    - ``outer``: ``(w, x)`` when input ``w`` is a shared matrix applied to row vectors ``x`` (the batch's rows),
+      so that the gradient with respect to it is G.T @ X, a sum over the rows. The engine then forms that once
+      per parameter and backward pass, over the rows of every batch of few rows that read the parameter, and
+      calls those batches' VJP with ``outer=False``: it returns None for ``w`` (see ``executor.run_backward``).
+      On the CPU it also passes ``w`` to the forward kernel column-major from its second read in a pass (see
+      ``executor.run_forward``).
 
     - ``uid``: a number of its own (from 1), for the graph's integer signature keys.
 
