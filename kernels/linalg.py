@@ -14,10 +14,11 @@ def matmul(a, x, *, xvec):
 
 def rows_product(g, x):
     """G.T @ X: a shared matrix's gradient, summed over the rows of the output gradients G and of the row vectors X
-    it multiplied. The engine calls it once per parameter and backward pass, on the rows of every batch that read
-    the parameter (see the primitives' ``outer``). One row (a batch of one, under the "off" strategy) is an outer
-    product, which NumPy's matmul computes in a scalar loop of its own instead of BLAS: 2.3 times slower than the
-    broadcast product on a 200 x 50 matrix (ten times the instructions), which gives the same bits."""
+    it multiplied. The VJPs call it for a batch of many rows; the engine calls it once per parameter and backward
+    pass on the stacked rows of its batches of few rows (see the primitives' ``outer``). One row (a batch of one,
+    under the "off" strategy) is an outer product, which NumPy's matmul computes in a scalar loop of its own
+    instead of BLAS: 2.3 times slower than the broadcast product on a 200 x 50 matrix (ten times the
+    instructions), which gives the same bits."""
     return g[0][:, None] * x[0] if len(g) == 1 else g.T @ x
 
 
